@@ -1,0 +1,28 @@
+# advlab: `make study` runs the seed study, `make test` runs the tests.
+# Both create the virtual environment (.venv) and install advlab into it when it is missing.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The data root: ADVLAB_DATA when set, else the shared offline copy next to the repository when present, else ./data.
+ADVLAB_DATA ?= $(if $(wildcard ../shared/data/cifar10/test.npz),$(abspath ../shared/data/cifar10),$(abspath data))
+export ADVLAB_DATA
+
+.PHONY: study test install clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+study: $(VENV)/.installed
+	$(PY) -m advlab +experiment=seed_study $(ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf outputs multirun .pytest_cache
