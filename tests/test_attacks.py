@@ -1,0 +1,165 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from advlab.attacks import FGSMPerturbation, PGDPerturbation, fgsm, pgd
+from advlab.evaluation import predict
+
+ATTACKS = {
+    "fgsm": lambda m, x, y, eps, **kw: fgsm(m, x, y, eps, **kw),
+    "pgd": lambda m, x, y, eps, **kw: pgd(m, x, y, eps, steps=5, **kw),
+    "pgd_random_start": lambda m, x, y, eps, **kw: pgd(m, x, y, eps, steps=5, random_start=True, **kw),
+}
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.parametrize("targeted", [False, True])
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_attack_invariants(name, targeted, train_mode, tiny_model, synthetic_batch):
+    x, y = synthetic_batch
+    x[0, 0, 0, 0], x[1, 0, 0, 0] = 0.0, 1.0  # pixels on the box's faces: the ball must be clipped to [0, 1]
+    x_before = x.clone()
+    tiny_model.train(train_mode)
+    bn_stats = tiny_model.net[1].running_mean.clone()
+    eps = 0.1
+    kwargs = {"target": torch.full_like(y, 3)} if targeted else {}
+
+    x_adv = ATTACKS[name](tiny_model, x, y, eps, **kwargs)
+
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+    assert torch.equal(x, x_before), "the input was modified in place"
+    assert (x_adv - x).abs().max() <= eps + 1e-6, "outside the eps-ball"
+    assert x_adv.min() >= 0 and x_adv.max() <= 1, "outside [0, 1]"
+    assert not x_adv.requires_grad
+    assert all(p.grad is None for p in tiny_model.parameters()), "gradient left on model parameters"
+    assert tiny_model.training == train_mode, "train/eval mode not restored"
+    assert torch.equal(tiny_model.net[1].running_mean, bn_stats), "the attack updated batch-norm statistics"
+    assert (x_adv != x).any(), "the attack did nothing"
+
+
+def test_fgsm_equals_one_line_formula(trained_model, test_images):
+    x, y = test_images[0][:64], test_images[1][:64]
+    eps = 0.03
+    xr = x.clone().requires_grad_(True)
+    F.nll_loss(trained_model(xr), y).backward()
+    expected = (x + eps * xr.grad.sign()).clamp(0, 1)
+    trained_model.zero_grad(set_to_none=True)
+    assert torch.equal(fgsm(trained_model, x, y, eps), expected)
+
+
+def test_targeted_fgsm_steps_against_the_gradient(trained_model, test_images):
+    x, y = test_images[0][:64], test_images[1][:64]
+    t = torch.full_like(y, 4)
+    xr = x.clone().requires_grad_(True)
+    F.nll_loss(trained_model(xr), t).backward()
+    trained_model.zero_grad(set_to_none=True)
+    assert torch.equal(fgsm(trained_model, x, y, 0.02, target=t), (x - 0.02 * xr.grad.sign()).clamp(0, 1))
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm(trained_model, test_images):
+    x, y = test_images
+    eps = 0.01
+    clean = (predict(trained_model, x) == y).float().mean()
+    acc_fgsm = (predict(trained_model, fgsm(trained_model, x, y, eps)) == y).float().mean()
+    acc_pgd = (predict(trained_model, pgd(trained_model, x, y, eps, steps=30)) == y).float().mean()
+    assert clean > 0.3, f"fixture model did not learn (clean accuracy {clean:.2f})"
+    assert acc_fgsm < clean
+    assert acc_pgd <= acc_fgsm, (acc_pgd, acc_fgsm)
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_targeted_attack_raises_target_probability(attack, trained_model, test_images):
+    x, y = test_images
+    target = 4  # deer, as in the study
+    keep = y != target
+    x, y = x[keep][:200], y[keep][:200]
+    t = torch.full_like(y, target)
+    with torch.no_grad():
+        before = trained_model(x).softmax(1)[:, target]
+    x_adv = ATTACKS[attack](trained_model, x, y, 0.03, target=t)
+    with torch.no_grad():
+        after = trained_model(x_adv).softmax(1)[:, target]
+    assert after.mean() > 1.5 * before.mean()
+    assert (after > before).float().mean() > 0.9
+    assert (predict(trained_model, x_adv) == target).float().mean() > (predict(trained_model, x) == target).float().mean()
+
+
+def test_logits_and_log_probabilities_give_the_same_attack(tiny_model, synthetic_batch):
+    x, y = synthetic_batch
+    tiny_model.eval()
+
+    class LogSoftmaxed(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x).log_softmax(1)
+
+    a = pgd(tiny_model, x, y, 0.05, steps=3)
+    b = pgd(LogSoftmaxed(tiny_model), x, y, 0.05, steps=3)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_step_size_defaults_to_a_quarter_of_eps(tiny_model, synthetic_batch):
+    x, y = synthetic_batch
+    assert torch.equal(pgd(tiny_model, x, y, 0.08, steps=2), pgd(tiny_model, x, y, 0.08, steps=2, step_size=0.02))
+    # one step of eps/4 moves every pixel with a non-zero gradient by exactly eps/4 (before clipping)
+    one = pgd(tiny_model, x, y, 0.08, steps=1)
+    moved = (one - x).abs()
+    inside = (x > 0.02) & (x < 0.98) & (moved > 0)
+    assert torch.allclose(moved[inside], torch.tensor(0.02), atol=1e-6)
+
+
+def test_random_start_is_deterministic_under_a_seed(tiny_model, synthetic_batch):
+    x, y = synthetic_batch
+    torch.manual_seed(5)
+    a = pgd(tiny_model, x, y, 0.05, steps=2, random_start=True)
+    torch.manual_seed(5)
+    b = pgd(tiny_model, x, y, 0.05, steps=2, random_start=True)
+    c = pgd(tiny_model, x, y, 0.05, steps=2, random_start=True)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_eps_zero_returns_the_input(tiny_model, synthetic_batch):
+    x, y = synthetic_batch
+    assert torch.equal(fgsm(tiny_model, x, y, 0.0), x)
+    assert torch.equal(pgd(tiny_model, x, y, 0.0, steps=2), x)
+
+
+def test_perturbations_call_the_attacks(tiny_model, synthetic_batch):
+    x, y = synthetic_batch
+    tiny_model.eval()
+    assert torch.equal(FGSMPerturbation(0.03)(tiny_model, x, y), fgsm(tiny_model, x, y, 0.03))
+    torch.manual_seed(0)
+    a = PGDPerturbation(0.03, steps=2)(tiny_model, x, y)
+    torch.manual_seed(0)
+    assert torch.equal(a, pgd(tiny_model, x, y, 0.03, steps=2, random_start=True))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m, x, y: fgsm(m, x, y, -0.1), r"eps must be a finite number >= 0"),
+        (lambda m, x, y: fgsm(m, x, y, math.nan), r"eps must be a finite number >= 0"),
+        (lambda m, x, y: pgd(m, x, y, math.inf), r"eps must be a finite number >= 0"),
+        (lambda m, x, y: pgd(m, x, y, 0.1, steps=0), r"steps must be an integer >= 1"),
+        (lambda m, x, y: pgd(m, x, y, 0.1, steps=2.5), r"steps must be an integer >= 1"),
+        (lambda m, x, y: pgd(m, x, y, 0.1, step_size=-1), r"step_size must be a finite number >= 0"),
+        (lambda m, x, y: fgsm(m, x, y, 0.1, target=torch.full_like(y, 10)), r"target must be class indices in \[0, 9\]"),
+        (lambda m, x, y: pgd(m, x, y, 0.1, target=torch.full_like(y, -1)), r"target must be class indices >= 0"),
+        (lambda m, x, y: pgd(m, x, y, 0.1, target=torch.zeros(3, dtype=torch.long)), r"target must hold one class index per image"),
+        (lambda m, x, y: fgsm(m, x * 2, y, 0.1), r"x must lie in \[0, 1\]"),
+        (lambda m, x, y: fgsm(m, x - 0.5, y, 0.1), r"x must lie in \[0, 1\]"),
+        (lambda m, x, y: fgsm(m, x, y[:5], 0.1), r"y must be a 1-D tensor of 8 class indices"),
+        (lambda m, x, y: pgd(m, x, y + 10, 0.1), r"y must be class indices in \[0, 9\]"),
+        (lambda m, x, y: FGSMPerturbation(-1.0), r"eps must be a finite number >= 0"),
+        (lambda m, x, y: PGDPerturbation(0.1, steps=0), r"steps must be an integer >= 1"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(call, match, tiny_model, synthetic_batch):
+    x, y = synthetic_batch
+    with pytest.raises(ValueError, match=match):
+        call(tiny_model, x, y)
