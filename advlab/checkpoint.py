@@ -1,0 +1,49 @@
+"""Model files a user can share and load safely.
+
+A checkpoint is a dict of tensors and plain values, saved with torch.save and
+loaded with weights_only=True, so loading never runs code from the file. It holds
+the model's registry name and arguments, so `load(path)` rebuilds it.
+"""
+
+import os
+
+import torch
+from torch import nn
+
+from advlab.io import atomic_path
+from advlab.models import build_model
+
+FORMAT = "advlab-checkpoint-v1"
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, model_args: dict, metadata: dict | None = None):
+    """model_args: what build_model takes (name=..., plus arguments); metadata: plain values only."""
+    payload = {
+        "format": FORMAT,
+        "model": dict(model_args),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": metadata or {},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint: no file at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling refusal or corruption
+        raise ValueError(f"checkpoint: {path} is not a readable advlab checkpoint ({err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"checkpoint: {path} is not an advlab checkpoint (expected format {FORMAT!r})")
+    return payload
+
+
+def load(path: str | os.PathLike, map_location="cpu") -> nn.Module:
+    """Rebuild the model saved at `path`, in eval mode."""
+    payload = read_checkpoint(path, map_location)
+    model = build_model(**payload["model"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()

@@ -1,0 +1,59 @@
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from advlab.evaluation import Rate, evaluate_robustness, make_attacks, wilson_interval
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(628, 1000)
+    assert low == pytest.approx(0.5976, abs=1e-3) and high == pytest.approx(0.6573, abs=1e-3)
+    assert wilson_interval(0, 1000)[0] == 0 and wilson_interval(0, 1000)[1] == pytest.approx(0.00383, abs=1e-4)
+    assert wilson_interval(1000, 1000)[1] == 1
+    assert str(Rate(628, 1000)) == "62.8% [59.8, 65.7]"
+    with pytest.raises(ValueError):
+        wilson_interval(5, 4)
+
+
+@pytest.fixture(scope="module")
+def evaluation(trained_model, test_images):
+    x, y = test_images
+    loader = DataLoader(TensorDataset(x[:300], y[:300]), batch_size=128)
+    return evaluate_robustness(trained_model, loader, [0.0, 0.003, 0.03], make_attacks(["fgsm", "pgd"], 10),
+                               target=4)
+
+
+def test_clean_and_eps_zero_agree(evaluation):
+    assert evaluation["n_images"] == 300
+    clean = evaluation["clean"]["successes"]
+    for name in ("fgsm", "pgd", "worst_case"):
+        assert evaluation["robustness"]["accuracy"][name][0]["successes"] == clean
+
+
+def test_worst_case_is_no_better_than_any_attack_and_falls_with_eps(evaluation):
+    rob = evaluation["robustness"]["accuracy"]
+    for i in range(3):
+        worst = rob["worst_case"][i]["successes"]
+        assert worst <= rob["fgsm"][i]["successes"] and worst <= rob["pgd"][i]["successes"]
+    accs = [r["successes"] for r in rob["worst_case"]]
+    assert accs[0] > accs[1] > accs[2]
+
+
+def test_confusion_matrix_rows_sum_to_100(evaluation):
+    cm = torch.tensor(evaluation["confusion_matrix"]["row_percent"])
+    counts = torch.tensor(evaluation["confusion_matrix"]["counts"])
+    assert counts.sum() == 300 and counts.diag().sum() == evaluation["clean"]["successes"]
+    present = counts.sum(1) > 0
+    assert torch.allclose(cm[present].sum(1), torch.full((int(present.sum()),), 100.0), atol=1e-3)
+
+
+def test_targeted_success_counts_images_of_other_classes(evaluation, test_images):
+    tgt = evaluation["targeted"]
+    n_other = int((test_images[1][:300] != 4).sum())
+    assert all(r["n"] == n_other for r in tgt["success"]["fgsm"] + tgt["success"]["pgd"])
+    assert tgt["success"]["pgd"][2]["successes"] > tgt["success"]["pgd"][0]["successes"]
+
+
+def test_unknown_attack_name():
+    with pytest.raises(ValueError, match=r"evaluation.attacks: unknown attack\(s\) \['cw'\]"):
+        make_attacks(["fgsm", "cw"])
