@@ -1,0 +1,15 @@
+"""`python -m advlab +experiment=NAME key=value ...`: Hydra reads conf/ and runs advlab.experiment.run."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig):
+    from advlab.experiment import run
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()

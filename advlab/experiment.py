@@ -1,0 +1,214 @@
+"""One experiment: train a classifier (or load one), evaluate it, write results and figures.
+
+    python -m advlab +experiment=fgsm_defense eps=0.01
+
+The run folder (Hydra's output dir) receives model.pt, results.json and the
+figures; W&B receives the same tables and figures.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+import advlab
+from advlab import plots, tracking
+from advlab.attacks._core import check_eps
+from advlab.checkpoint import load, save_checkpoint
+from advlab.classifier import AdversarialClassifier
+from advlab.data import CLASS_NAMES, CIFAR10DataModule, class_index
+from advlab.defenses import check_alpha
+from advlab.evaluation import adversarial_examples, evaluate_robustness, make_attacks
+from advlab.io import write_json
+from advlab.models import MODELS, build_model
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.get("output_dir") or "outputs/interactive")
+
+
+def run_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def evaluation_device(cfg: DictConfig) -> torch.device:
+    wanted = cfg.evaluation.get("device", "auto")
+    if wanted == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(wanted)
+
+
+def train_model(cfg: DictConfig, datamodule: CIFAR10DataModule, run_dir: Path, logger=None) -> tuple[nn.Module, dict]:
+    """Fit cfg.model with cfg.perturbation and the alpha-mixed loss; save run_dir/model.pt."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(**cfg.model)
+    module = AdversarialClassifier(
+        model,
+        perturbation=instantiate(cfg.perturbation),
+        alpha=cfg.alpha,
+        optimizer=instantiate(cfg.optimizer),
+        lr_schedule=cfg.lr_schedule,
+    )
+    trainer = pl.Trainer(
+        **cfg.trainer,
+        logger=logger if logger is not None else False,
+        enable_checkpointing=False,
+        inference_mode=False,  # validation runs attacks, which need gradients
+        default_root_dir=str(run_dir),
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    info = {
+        "seconds": round(time.perf_counter() - start, 1),
+        "epochs": trainer.current_epoch,
+        "perturbation": repr(module.perturbation),
+        "alpha": module.alpha,
+        "eps": cfg.eps,
+        "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+    }
+    save_checkpoint(
+        run_dir / "model.pt",
+        model,
+        OmegaConf.to_container(cfg.model, resolve=True),
+        metadata={"training": json.dumps(info), "config": json.dumps(OmegaConf.to_container(cfg, resolve=True))},
+    )
+    return model.eval(), info
+
+
+def evaluate_model(cfg: DictConfig, model: nn.Module, datamodule: CIFAR10DataModule, run_dir: Path,
+                   title: str = "") -> tuple[dict, dict[str, Path]]:
+    """Clean, untargeted and targeted evaluation on the test split; returns results and figure paths."""
+    ev = cfg.evaluation
+    attacks = make_attacks(list(ev.attacks), ev.pgd.steps, ev.pgd.step_size, ev.pgd.random_start)
+    target = None if ev.target is None else class_index(ev.target)
+    eps = sorted({float(e) for e in ev.eps})
+    model = model.to(evaluation_device(cfg))
+    datamodule.setup("test")
+    pl.seed_everything(cfg.seed, verbose=False)  # random starts, if configured, are reproducible
+    results = evaluate_robustness(model, datamodule.test_dataloader(), eps, attacks, target)
+    if target is not None:
+        results["targeted"]["target_name"] = CLASS_NAMES[target]
+    return results, write_figures(model, datamodule, results, attacks, eps, run_dir, ev.num_examples, title)
+
+
+def write_figures(model, datamodule, results, attacks, eps, run_dir: Path, num_examples: int, title: str):
+    x_test, y_test = datamodule.test_set.tensors
+    figures = {}
+    pick = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))[:64]
+    figures["test_images"] = plots.image_grid(x_test[pick], y_test[pick], CLASS_NAMES, run_dir / "test_images.png")
+    figures["confusion_matrix"] = plots.confusion_matrix(
+        results["confusion_matrix"]["row_percent"], CLASS_NAMES, run_dir / "confusion_matrix.png",
+        title=f"{title} confusion matrix, test (rows sum to 100%)".strip())
+    if attacks:
+        rob = results["robustness"]
+        figures["accuracy_vs_eps"] = plots.rate_curves(
+            rob["eps"], rob["accuracy"], run_dir / "accuracy_vs_eps.png",
+            ylabel="accuracy (%)", title=f"{title} accuracy under attack".strip())
+        x, y = x_test[:num_examples], y_test[:num_examples]
+        for name, rows in adversarial_examples(model, x, y, eps, attacks).items():
+            figures[f"examples_{name}"] = plots.adversarial_examples(
+                rows, y, CLASS_NAMES, run_dir / f"examples_{name}.png",
+                title=f"{title} {name.upper()}: prediction and confidence per eps (red = wrong)".strip())
+    if "targeted" in results:
+        tgt = results["targeted"]
+        figures["targeted_success_vs_eps"] = plots.rate_curves(
+            tgt["eps"], tgt["success"],
+            run_dir / "targeted_success_vs_eps.png", ylabel="success rate (%)",
+            title=f"{title} targeted -> {tgt['target_name']}".strip())
+    return figures
+
+
+def train_and_evaluate(cfg: DictConfig, datamodule: CIFAR10DataModule, run_dir: Path, name: str,
+                       group: str | None = None) -> dict:
+    """The body of every run: model (trained, or loaded from cfg.checkpoint), then evaluation and files."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logger = tracking.make_logger(cfg, run_dir, name, group)
+    try:
+        if cfg.get("checkpoint"):
+            model, training = load(cfg.checkpoint), {"checkpoint": str(cfg.checkpoint)}
+        else:
+            model, training = train_model(cfg, datamodule, run_dir, logger)
+        start = time.perf_counter()
+        results, figures = evaluate_model(cfg, model, datamodule, run_dir, title=name)
+        results["evaluation_seconds"] = round(time.perf_counter() - start, 1)
+        results = {
+            "name": name,
+            "advlab_version": advlab.__version__,
+            "torch_version": torch.__version__,
+            "seed": cfg.seed,
+            "overrides": run_overrides(),
+            "training": training,
+            **results,
+            "figures": {k: Path(p).name for k, p in figures.items()},
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
+        write_json(run_dir / "results.json", results)
+        tracking.log_results(logger, results, figures)
+    finally:
+        tracking.finish(logger)
+    return results
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail before any work on values that would fail later, naming the key."""
+    check_eps(cfg.eps, "eps")
+    check_alpha(cfg.alpha)
+    if cfg.model.name not in MODELS:
+        raise ValueError(f"model.name: unknown name {cfg.model.name!r}; registered models are {sorted(MODELS)}")
+    make_attacks(list(cfg.evaluation.attacks))
+    if cfg.evaluation.target is not None:
+        class_index(cfg.evaluation.target)
+    for e in cfg.evaluation.eps:
+        check_eps(e, "evaluation.eps")
+
+
+def print_summary(results: dict) -> None:
+    from advlab.evaluation.stats import format_rate
+
+    print(f"\n{results['name']}: clean accuracy {format_rate(results['clean'])} on {results['n_images']} test images")
+    rob = results["robustness"]
+    for attack, rates in rob["accuracy"].items():
+        print(f"  {attack:>10}: " + "  ".join(f"eps={e:g} {format_rate(r)}" for e, r in zip(rob["eps"], rates)))
+    if "targeted" in results:
+        tgt = results["targeted"]
+        for attack, rates in tgt["success"].items():
+            print(f"  targeted {attack} -> {tgt['target_name']}: "
+                  + "  ".join(f"eps={e:g} {format_rate(r)}" for e, r in zip(tgt["eps"], rates)))
+
+
+def run(cfg: DictConfig):
+    """Entry point behind `python -m advlab`: dispatch on cfg.task."""
+    check_config(cfg)
+    run_dir = run_dir_of(cfg)
+    datamodule = instantiate(cfg.data)
+    if cfg.task == "seed_study":
+        from advlab.seed_study import run_seed_study
+
+        return run_seed_study(cfg, datamodule, run_dir)
+    if cfg.task != "experiment":
+        raise ValueError(f"task must be 'experiment' or 'seed_study', got {cfg.task!r}")
+    results = train_and_evaluate(cfg, datamodule, run_dir, name=cfg.name, group=sweep_group())
+    print_summary(results)
+    print(f"results: {run_dir / 'results.json'}")
+    return results
+
+
+def sweep_group() -> str | None:
+    """Runs of one multirun share the sweep folder's name as W&B group."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir).name
+    return None

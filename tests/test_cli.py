@@ -1,0 +1,121 @@
+"""The commands of the README, run as a user types them (at smoke size)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from advlab.experiment import run, train_and_evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = ["+debug=smoke"]
+
+
+def advlab_cli(*args, cwd=REPO, env_extra=None):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "advlab", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def config(*overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_single_run_as_typed_then_evaluate_its_checkpoint(cifar_root, tmp_path):
+    out = tmp_path / "run"
+    proc = advlab_cli("+experiment=fgsm_defense", "eps=0.01", *SMOKE, f"hydra.run.dir={out}",
+                      env_extra={"ADVLAB_DATA": str(cifar_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["perturbation"] == "FGSMPerturbation(eps=0.01)"
+    assert results["training"]["alpha"] == 0.0
+    assert results["n_images"] == 64 and 0.01 in results["robustness"]["eps"]
+    assert results["config"]["eps"] == 0.01
+    for name in ("model.pt", "test_images.png", "confusion_matrix.png", "accuracy_vs_eps.png", "examples_pgd.png"):
+        assert (out / name).stat().st_size > 0, name
+    # W&B logged offline into the run folder, no account needed
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+
+    again = tmp_path / "eval"
+    proc = advlab_cli("+experiment=pgd_attack", f"checkpoint={out / 'model.pt'}", *SMOKE, "logger=none",
+                      f"hydra.run.dir={again}", env_extra={"ADVLAB_DATA": str(cifar_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evaluated = json.loads((again / "results.json").read_text())
+    assert evaluated["training"] == {"checkpoint": str(out / "model.pt")}
+    assert evaluated["clean"] == results["clean"], "the saved model is the trained one"
+    assert not (again / "model.pt").exists()
+
+
+def test_multirun_sweep_over_eps_and_alpha(cifar_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = advlab_cli("-m", "+experiment=fgsm_defense", "eps=0.001,0.01", "alpha=0,0.5", *SMOKE, "logger=none",
+                      f"hydra.sweep.dir={sweep}", env_extra={"ADVLAB_DATA": str(cifar_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(sweep.glob("*/results.json"))
+    assert len(jobs) == 4
+    seen = {(r["config"]["eps"], r["config"]["alpha"]) for r in (json.loads(p.read_text()) for p in jobs)}
+    assert seen == {(0.001, 0.0), (0.001, 0.5), (0.01, 0.0), (0.01, 0.5)}
+    summary = (sweep / "sweep_summary.md").read_text()
+    assert len(re.findall(r"^\| \d \| eps=", summary, flags=re.M)) == 4
+    assert (sweep / "sweep_accuracy_vs_eps.png").stat().st_size > 0
+
+
+def test_seed_study_smoke_writes_the_whole_report(cifar_root, tmp_path):
+    cfg = config("+experiment=seed_study", *SMOKE, "logger=none", f"data.root={cifar_root}",
+                 f"+output_dir={tmp_path}")
+    run(cfg)
+    report = (tmp_path / "report.md").read_text()
+    for heading in ("## 1. Basic model", "## 2-3. Untargeted attacks", "## 4. Targeted attacks toward 'deer'",
+                    "## 5. FGSM adversarial training"):
+        assert heading in report
+    assert report.count("| 0.1 |") >= 3  # untargeted, targeted and defense tables reach eps 0.1
+    for image in re.findall(r"\]\(([^)]+\.png)\)", report):
+        assert (tmp_path / image).is_file(), image
+    for eps in ("0.001", "0.01", "0.1"):
+        defended = json.loads((tmp_path / f"defense_eps{eps}" / "results.json").read_text())
+        assert defended["training"]["perturbation"] == f"FGSMPerturbation(eps={eps})"
+        assert float(eps) in defended["robustness"]["eps"]
+
+
+def test_same_seed_same_numbers(cifar_root, tmp_path):
+    cfg = config("+experiment=fgsm_defense", *SMOKE, "logger=none", f"data.root={cifar_root}",
+                 "evaluation.eps=[0.0,0.01]")
+    from hydra.utils import instantiate
+
+    a = train_and_evaluate(cfg, instantiate(cfg.data), tmp_path / "a", "a")
+    b = train_and_evaluate(cfg, instantiate(cfg.data), tmp_path / "b", "b")
+    assert a["clean"] == b["clean"] and a["robustness"] == b["robustness"]
+    assert a["training"]["val"] == b["training"]["val"]
+
+
+def test_bad_value_on_the_command_line_names_the_key(cifar_root, tmp_path):
+    proc = advlab_cli("+experiment=fgsm_defense", "eps=-0.1", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "eps must be a finite number >= 0" in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("override, error, match", [
+    ("alpha=1.5", ValueError, r"alpha \(weight of the clean loss\) must be in \[0, 1\]"),
+    ("model.name=resnet999", ValueError, r"unknown name 'resnet999'; registered models"),
+    ("evaluation.target=moose", ValueError, r"unknown name 'moose'"),
+    ("evaluation.eps=[0.0,-1]", ValueError, r"evaluation.eps must be a finite number >= 0"),
+    ("evaluation.attacks=[fgsm,cw]", ValueError, r"unknown attack\(s\) \['cw'\]"),
+    ("data.source=hdf5", Exception, r"data.source must be one of"),
+])
+def test_bad_config_values_fail_early_with_the_key(override, error, match, tmp_path):
+    cfg = config("+experiment=fgsm_defense", *SMOKE, "logger=none", override, f"+output_dir={tmp_path}")
+    with pytest.raises(error, match=match):
+        run(cfg)
+
+
+def test_missing_data_error_reaches_the_user(tmp_path):
+    proc = advlab_cli("+experiment=baseline", *SMOKE, "logger=none", "data.download=false",
+                      f"data.root={tmp_path}", f"hydra.run.dir={tmp_path / 'out'}")
+    assert proc.returncode != 0
+    assert "No usable CIFAR-10 data under" in proc.stderr + proc.stdout
