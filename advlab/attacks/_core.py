@@ -7,8 +7,9 @@ import math
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from advlab.attacks.losses import cross_entropy
 
 
 def check_eps(eps: float, name: str = "eps") -> float:
@@ -39,14 +40,10 @@ def check_images(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError(f"y must be a 1-D tensor of {x.shape[0]} class indices (one per image), got {shape}")
 
 
-def attack_labels(y: torch.Tensor, target) -> tuple[torch.Tensor, float]:
-    """Labels the loss is taken against, and the direction of the step.
-
-    Untargeted: climb the loss of the true class (+1). Targeted: descend the loss
-    of the target class (-1).
-    """
+def check_target(y: torch.Tensor, target) -> torch.Tensor | None:
+    """Target class per image as a tensor like y (an int means the same class for all), or None."""
     if target is None:
-        return y, 1.0
+        return None
     if not torch.is_tensor(target):
         target = torch.full_like(y, int(target))
     if target.dim() == 0:
@@ -57,7 +54,7 @@ def attack_labels(y: torch.Tensor, target) -> tuple[torch.Tensor, float]:
         raise ValueError("target must be integer class indices")
     if target.numel() and target.min() < 0:
         raise ValueError(f"target must be class indices >= 0, got {target.min().item()}")
-    return target.to(y.device), -1.0
+    return target.to(y.device)
 
 
 def check_classes(labels: torch.Tensor, num_classes: int, name: str) -> None:
@@ -80,24 +77,78 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
-def loss_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, check_name: str | None = None):
-    """Gradient of the summed cross-entropy with respect to the images only.
+NORMS = ("linf", "l2")
 
-    torch.autograd.grad with inputs=x never writes .grad on the parameters.
-    cross_entropy applies log-softmax, which leaves log-probabilities unchanged,
-    so the model may return logits or log-probabilities. The sum (not mean) keeps
-    each image's gradient independent of the batch size.
+
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=cross_entropy,
+                   target: torch.Tensor | None = None, check: bool = False):
+    """Gradient of the summed per-image objective with respect to the images only.
+
+    Returns (gradient, model output, per-image objective), the last two detached, so
+    attacks that track the best point so far need no extra forward pass.
+    torch.autograd.grad with inputs=x never writes .grad on the parameters. The sum
+    (not the mean) keeps each image's gradient independent of the batch size.
+    `check` validates labels against the model's number of classes (first step only).
     """
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         out = model(x)
-        if check_name is not None:
-            check_classes(labels, out.shape[1], check_name)
-        loss = F.cross_entropy(out, labels, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-    return grad
+        if check:
+            check_classes(y, out.shape[1], "y")
+            if target is not None:
+                check_classes(target, out.shape[1], "target")
+        loss = loss_fn(out, y, target)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    return grad, out.detach(), loss.detach()
 
 
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Closest point of the L-infinity ball of radius eps around x that is also in [0, 1]."""
-    return torch.clamp(torch.min(torch.max(x_adv, x - eps), x + eps), 0.0, 1.0)
+def _flat_norm(t: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-image norm, shaped to broadcast against the batch."""
+    flat = t.flatten(1)
+    n = flat.abs().amax(1) if norm == "linf" else flat.norm(p=2, dim=1)
+    return n.view(-1, *([1] * (t.dim() - 1)))
+
+
+def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """One norm per image, shape (N,)."""
+    return _flat_norm(delta, norm).flatten()
+
+
+def steepest_step(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """The unit-size direction of steepest ascent: sign for L-inf, the normalised gradient for L2."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / _flat_norm(grad, "l2").clamp_min(1e-12)
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf") -> torch.Tensor:
+    """Closest point of the eps-ball around x, then clipped to [0, 1].
+
+    Clipping after the projection stays inside the ball: x is in [0, 1], so clipping
+    only moves each coordinate of x_adv toward x's.
+    """
+    if norm == "linf":
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
+    else:
+        delta = x_adv - x
+        x_adv = x + delta * (eps / _flat_norm(delta, "l2").clamp_min(1e-12)).clamp(max=1.0)
+    return x_adv.clamp(0.0, 1.0)
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str = "linf") -> torch.Tensor:
+    """A uniform random point of the eps-ball around x (clipped to [0, 1])."""
+    if norm == "linf":
+        delta = torch.empty_like(x).uniform_(-eps, eps)
+    else:
+        direction = torch.randn_like(x)
+        direction = direction / _flat_norm(direction, "l2").clamp_min(1e-12)
+        d = x[0].numel()
+        radius = eps * torch.rand(x.shape[0], device=x.device, dtype=x.dtype) ** (1.0 / d)
+        delta = direction * radius.view(-1, *([1] * (x.dim() - 1)))
+    return project(x + delta, x, eps, norm)

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from advlab.attacks._core import attack_labels, check_eps, check_images, eval_mode, loss_gradient
+from advlab.attacks._core import check_eps, check_images, check_target, eval_mode, input_gradient
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, target=None) -> torch.Tensor:
@@ -14,8 +14,8 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, target=
     """
     eps = check_eps(eps)
     check_images(x, y)
-    labels, direction = attack_labels(y, target)
-    name = "y" if target is None else "target"
+    target = check_target(y, target)
     with eval_mode(model):
-        grad = loss_gradient(model, x, labels, check_name=name)
-    return (x.detach() + direction * eps * grad.sign()).clamp(0.0, 1.0)
+        # The objective is -loss(x, target) when targeted, so one ascent step covers both cases.
+        grad, _, _ = input_gradient(model, x, y, target=target, check=True)
+    return (x.detach() + eps * grad.sign()).clamp(0.0, 1.0)

@@ -1,17 +1,11 @@
-"""Projected Gradient Descent in the L-infinity ball (Madry et al. 2018)."""
+"""Projected Gradient Descent (Madry et al. 2018), L-infinity or L2, with restarts."""
 
 import torch
 from torch import nn
 
-from advlab.attacks._core import (
-    attack_labels,
-    check_eps,
-    check_images,
-    check_steps,
-    eval_mode,
-    loss_gradient,
-    project,
-)
+from advlab.attacks import _core
+from advlab.attacks._core import check_eps, check_images, check_norm, check_steps, check_target, eval_mode
+from advlab.attacks.losses import get_loss
 
 
 def pgd(
@@ -23,26 +17,59 @@ def pgd(
     step_size: float | None = None,
     random_start: bool = False,
     target=None,
+    norm: str = "linf",
+    loss: str = "ce",
+    restarts: int = 1,
 ) -> torch.Tensor:
-    """x_{t+1} = Proj_{B(x, eps) and [0,1]}(x_t + step_size * sign(grad_x loss(x_t, y))).
+    """x_{t+1} = Proj_{B(x, eps) and [0,1]}(x_t + step_size * d(grad_x loss(x_t))),
+    d = sign for L-inf and the unit L2 direction for L2.
 
     step_size=None means eps / 4 (the seed study's choice). random_start begins at a
-    uniform point of the ball. With `target` each step descends the target's loss.
+    uniform point of the ball. With `target` each step goes toward the target class.
+    loss: "ce" (cross-entropy), "margin" (Carlini-Wagner) or "dlr".
+    restarts > 1 (each from a new random start after the first) keeps, per image, the
+    restart that fooled the model, or else the one with the highest loss.
     """
     eps = check_eps(eps)
     steps = check_steps(steps)
+    norm = check_norm(norm)
+    loss_fn = get_loss(loss)
     step_size = eps / 4 if step_size is None else check_eps(step_size, "step_size")
+    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
+        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
     check_images(x, y)
-    labels, direction = attack_labels(y, target)
-    name = "y" if target is None else "target"
-
+    target = check_target(y, target)
     x = x.detach()
-    x_adv = x.clone()
-    if random_start:
-        x_adv = project(x_adv + torch.empty_like(x).uniform_(-eps, eps), x, eps)
+    if eps == 0:
+        return x.clone()
+
     with eval_mode(model):
-        for step in range(steps):
-            # The class-range check needs the model's output width: do it on the first step only.
-            grad = loss_gradient(model, x_adv, labels, check_name=name if step == 0 else None)
-            x_adv = project(x_adv + direction * step_size * grad.sign(), x, eps)
+        best = None
+        for restart in range(int(restarts)):
+            start = _core.random_start(x, eps, norm) if (random_start or restart > 0) else x.clone()
+            x_adv = _run(model, x, y, start, eps, steps, step_size, norm, loss_fn, target, check=restart == 0)
+            if restarts == 1:
+                return x_adv
+            best = _keep_worst_case(model, x_adv, y, target, loss_fn, best)
+        return best[0]
+
+
+def _run(model, x, y, x_adv, eps, steps, step_size, norm, loss_fn, target, check):
+    for step in range(steps):
+        grad, _, _ = _core.input_gradient(model, x_adv, y, loss_fn, target, check=check and step == 0)
+        x_adv = _core.project(x_adv + step_size * _core.steepest_step(grad, norm), x, eps, norm)
     return x_adv
+
+
+@torch.no_grad()
+def _keep_worst_case(model, x_adv, y, target, loss_fn, best):
+    """Per image: a fooling point beats a non-fooling one; among equals, the higher loss wins."""
+    out = model(x_adv)
+    loss = loss_fn(out, y, target)
+    fooled = out.argmax(1) == target if target is not None else out.argmax(1) != y
+    if best is None:
+        return x_adv, fooled, loss
+    best_x, best_fooled, best_loss = best
+    take = (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))
+    mask = take.view(-1, *([1] * (x_adv.dim() - 1)))
+    return torch.where(mask, x_adv, best_x), best_fooled | fooled, torch.where(take, loss, best_loss)
