@@ -163,3 +163,56 @@ def test_bad_input_gets_a_clear_error(call, match, tiny_model, synthetic_batch):
     x, y = synthetic_batch
     with pytest.raises(ValueError, match=match):
         call(tiny_model, x, y)
+
+
+@pytest.mark.parametrize("loss", ["ce", "margin", "dlr"])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_pgd_l2_stays_in_the_l2_ball_and_the_box(loss, targeted, tiny_model, synthetic_batch):
+    x, y = synthetic_batch
+    kwargs = {"target": torch.full_like(y, 3)} if targeted else {}
+    x_adv = pgd(tiny_model, x, y, 0.5, steps=5, step_size=0.2, norm="l2", loss=loss, random_start=True, **kwargs)
+    norms = (x_adv - x).flatten(1).norm(dim=1)
+    assert (norms <= 0.5 * (1 + 1e-5)).all() and (norms > 0).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert all(p.grad is None for p in tiny_model.parameters())
+
+
+def test_pgd_l2_raises_the_loss(trained_model, test_images):
+    x, y = test_images[0][:100], test_images[1][:100]
+    x_adv = pgd(trained_model, x, y, 0.5, steps=10, step_size=0.1, norm="l2")
+    with torch.no_grad():
+        assert F.nll_loss(trained_model(x_adv), y) > F.nll_loss(trained_model(x), y) + 0.5
+
+
+def test_restarts_keep_the_per_image_worst_case(trained_model, test_images):
+    x, y = test_images[0][:200], test_images[1][:200]
+    torch.manual_seed(0)
+    single = pgd(trained_model, x, y, 0.004, steps=5, random_start=True)
+    torch.manual_seed(0)
+    several = pgd(trained_model, x, y, 0.004, steps=5, random_start=True, restarts=4)
+    fooled_single = predict(trained_model, single) != y
+    fooled_several = predict(trained_model, several) != y
+    # The first restart is the single run (same seed): restarts can only add fooled images.
+    assert (fooled_several | ~fooled_single).all()
+    assert fooled_several.sum() >= fooled_single.sum()
+    assert (several - x).abs().max() <= 0.004 + 1e-6
+
+
+def test_margin_loss_pgd_is_comparable_to_cross_entropy(trained_model, test_images):
+    x, y = test_images[0][:200], test_images[1][:200]
+    acc = {loss: (predict(trained_model, pgd(trained_model, x, y, 0.01, steps=20, loss=loss)) == y).float().mean()
+           for loss in ("ce", "margin", "dlr")}
+    clean = (predict(trained_model, x) == y).float().mean()
+    assert all(a < clean - 0.1 for a in acc.values()), (clean, acc)
+    assert abs(acc["margin"] - acc["ce"]) <= 0.05 and abs(acc["dlr"] - acc["ce"]) <= 0.05, acc
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"norm": "l1"}, r"norm must be one of \('linf', 'l2'\)"),
+    ({"loss": "hinge"}, r"loss must be one of"),
+    ({"restarts": 0}, r"restarts must be an integer >= 1"),
+])
+def test_pgd_option_errors(kwargs, match, tiny_model, synthetic_batch):
+    x, y = synthetic_batch
+    with pytest.raises(ValueError, match=match):
+        pgd(tiny_model, x, y, 0.1, **kwargs)
