@@ -57,3 +57,23 @@ def test_targeted_success_counts_images_of_other_classes(evaluation, test_images
 def test_unknown_attack_name():
     with pytest.raises(ValueError, match=r"evaluation.attacks: unknown attack\(s\) \['cw'\]"):
         make_attacks(["fgsm", "cw"])
+
+
+def test_sequential_mode_gives_the_same_worst_case(trained_model, test_images, evaluation):
+    x, y = test_images
+    loader = DataLoader(TensorDataset(x[:300], y[:300]), batch_size=128)
+    fast = evaluate_robustness(trained_model, loader, [0.0, 0.003, 0.03], make_attacks(["fgsm", "pgd"], 10),
+                               per_attack=False)
+    assert list(fast["robustness"]["accuracy"]) == ["worst_case"]
+    full = [r["successes"] for r in evaluation["robustness"]["accuracy"]["worst_case"]]
+    seq = [r["successes"] for r in fast["robustness"]["accuracy"]["worst_case"]]
+    # Attacking a subset of a batch can round differently in the last bit; allow one image.
+    assert all(abs(a - b) <= 1 for a, b in zip(full, seq)), (full, seq)
+
+
+def test_perturbed_accuracy_attacks_every_image(evaluation):
+    pert = evaluation["perturbed"]
+    assert pert["attack"] == "fgsm" and pert["accuracy"][0]["successes"] == evaluation["clean"]["successes"]
+    # FGSM on all images: at least as many correct as robust accuracy (which also requires clean correctness)
+    fgsm_robust = evaluation["robustness"]["accuracy"]["fgsm"]
+    assert all(p["successes"] >= r["successes"] for p, r in zip(pert["accuracy"], fgsm_robust))
