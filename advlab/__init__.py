@@ -4,4 +4,12 @@ __version__ = "0.1.0"
 
 from advlab.checkpoint import load  # noqa: E402
 
-__all__ = ["__version__", "load"]
+
+def evaluate(*args, **kwargs):
+    """advlab.evaluation.api.evaluate: robust accuracy of any nn.Module (imported on first use)."""
+    from advlab.evaluation.api import evaluate as _evaluate
+
+    return _evaluate(*args, **kwargs)
+
+
+__all__ = ["__version__", "load", "evaluate"]

@@ -16,16 +16,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-import advlab
 from advlab import plots, tracking
 from advlab.attacks._core import check_eps
 from advlab.checkpoint import load, save_checkpoint
 from advlab.classifier import AdversarialClassifier
-from advlab.data import CLASS_NAMES, CIFAR10DataModule, class_index
+from advlab.data import CLASS_NAMES, CIFAR10DataModule, class_index, to_unit_float
 from advlab.defenses import check_alpha
-from advlab.evaluation import adversarial_examples, evaluate_robustness, make_attacks
+from advlab.attacks.registry import build_attacks
+from advlab.evaluation import adversarial_examples, evaluate_robustness
+from advlab.evaluation.checks import run_checks
 from advlab.io import write_json
 from advlab.models import MODELS, build_model
+from advlab.provenance import provenance
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -86,19 +88,39 @@ def train_model(cfg: DictConfig, datamodule: CIFAR10DataModule, run_dir: Path, l
     return model.eval(), info
 
 
+def attacks_from_config(cfg: DictConfig) -> dict:
+    ev = cfg.evaluation
+    return build_attacks(
+        list(ev.attacks), norm=ev.norm, seed=cfg.seed,
+        pgd_steps=ev.pgd.steps, pgd_step_size=ev.pgd.step_size, pgd_random_start=ev.pgd.random_start,
+        pgd_restarts=ev.pgd.restarts, pgd_loss=ev.pgd.loss, apgd_steps=ev.apgd.steps,
+        apgd_restarts=ev.apgd.restarts, fab_steps=ev.fab.steps, square_queries=ev.square.queries,
+        autoattack_version=ev.autoattack.version)
+
+
 def evaluate_model(cfg: DictConfig, model: nn.Module, datamodule: CIFAR10DataModule, run_dir: Path,
                    title: str = "") -> tuple[dict, dict[str, Path]]:
-    """Clean, untargeted and targeted evaluation on the test split; returns results and figure paths."""
+    """Clean, untargeted and targeted evaluation on the test split, then the checks;
+    returns results and figure paths."""
     ev = cfg.evaluation
-    attacks = make_attacks(list(ev.attacks), ev.pgd.steps, ev.pgd.step_size, ev.pgd.random_start)
+    attacks = attacks_from_config(cfg)
     target = None if ev.target is None else class_index(ev.target)
     eps = sorted({float(e) for e in ev.eps})
-    model = model.to(evaluation_device(cfg))
+    device = evaluation_device(cfg)
+    model = model.to(device)
     datamodule.setup("test")
     pl.seed_everything(cfg.seed, verbose=False)  # random starts, if configured, are reproducible
-    results = evaluate_robustness(model, datamodule.test_dataloader(), eps, attacks, target)
+    results = evaluate_robustness(model, datamodule.test_dataloader(), eps, attacks, target,
+                                  per_attack=ev.per_attack, norm=ev.norm)
     if target is not None:
         results["targeted"]["target_name"] = CLASS_NAMES[target]
+    if ev.checks.enabled and attacks:
+        x, y = datamodule.test_set.tensors
+        n = ev.checks.n_images
+        results["checks"] = run_checks(
+            model, results, to_unit_float(x[:n].to(device)), y[:n].to(device), norm=ev.norm,
+            large_eps=ev.checks.large_eps[ev.norm], pgd_steps=ev.pgd.steps, square_queries=ev.checks.square_queries,
+            seed=cfg.seed)
     return results, write_figures(model, datamodule, results, attacks, eps, run_dir, ev.num_examples, title)
 
 
@@ -136,17 +158,18 @@ def train_and_evaluate(cfg: DictConfig, datamodule: CIFAR10DataModule, run_dir: 
     logger = tracking.make_logger(cfg, run_dir, name, group)
     try:
         if cfg.get("checkpoint"):
-            model, training = load(cfg.checkpoint), {"checkpoint": str(cfg.checkpoint)}
+            checkpoint = Path(cfg.checkpoint)
+            model, training = load(checkpoint), {"checkpoint": str(checkpoint)}
         else:
             model, training = train_model(cfg, datamodule, run_dir, logger)
+            checkpoint = run_dir / "model.pt"
         start = time.perf_counter()
         results, figures = evaluate_model(cfg, model, datamodule, run_dir, title=name)
         results["evaluation_seconds"] = round(time.perf_counter() - start, 1)
         results = {
             "name": name,
-            "advlab_version": advlab.__version__,
-            "torch_version": torch.__version__,
             "seed": cfg.seed,
+            "provenance": provenance(checkpoint),
             "overrides": run_overrides(),
             "training": training,
             **results,
@@ -166,7 +189,7 @@ def check_config(cfg: DictConfig) -> None:
     check_alpha(cfg.alpha)
     if cfg.model.name not in MODELS:
         raise ValueError(f"model.name: unknown name {cfg.model.name!r}; registered models are {sorted(MODELS)}")
-    make_attacks(list(cfg.evaluation.attacks))
+    attacks_from_config(cfg)
     if cfg.evaluation.target is not None:
         class_index(cfg.evaluation.target)
     for e in cfg.evaluation.eps:
@@ -185,6 +208,8 @@ def print_summary(results: dict) -> None:
         for attack, rates in tgt["success"].items():
             print(f"  targeted {attack} -> {tgt['target_name']}: "
                   + "  ".join(f"eps={e:g} {format_rate(r)}" for e, r in zip(tgt["eps"], rates)))
+    for check in results.get("checks", []):
+        print(f"  [{check['status']}] {check['name']}: {check['detail']}")
 
 
 def run(cfg: DictConfig):

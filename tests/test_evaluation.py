@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from advlab.evaluation import Rate, evaluate_robustness, make_attacks, wilson_interval
+from advlab.attacks.registry import build_attacks
+from advlab.evaluation import Rate, evaluate_robustness, wilson_interval
 
 
 def test_wilson_interval_known_values():
@@ -19,7 +20,7 @@ def test_wilson_interval_known_values():
 def evaluation(trained_model, test_images):
     x, y = test_images
     loader = DataLoader(TensorDataset(x[:300], y[:300]), batch_size=128)
-    return evaluate_robustness(trained_model, loader, [0.0, 0.003, 0.03], make_attacks(["fgsm", "pgd"], 10),
+    return evaluate_robustness(trained_model, loader, [0.0, 0.003, 0.03], build_attacks(["fgsm", "pgd"], pgd_steps=10),
                                target=4)
 
 
@@ -55,14 +56,14 @@ def test_targeted_success_counts_images_of_other_classes(evaluation, test_images
 
 
 def test_unknown_attack_name():
-    with pytest.raises(ValueError, match=r"evaluation.attacks: unknown attack\(s\) \['cw'\]"):
-        make_attacks(["fgsm", "cw"])
+    with pytest.raises(ValueError, match=r"evaluation.attacks: unknown attack\(s\) \[.cw.\]"):
+        build_attacks(["fgsm", "cw"])
 
 
 def test_sequential_mode_gives_the_same_worst_case(trained_model, test_images, evaluation):
     x, y = test_images
     loader = DataLoader(TensorDataset(x[:300], y[:300]), batch_size=128)
-    fast = evaluate_robustness(trained_model, loader, [0.0, 0.003, 0.03], make_attacks(["fgsm", "pgd"], 10),
+    fast = evaluate_robustness(trained_model, loader, [0.0, 0.003, 0.03], build_attacks(["fgsm", "pgd"], pgd_steps=10),
                                per_attack=False)
     assert list(fast["robustness"]["accuracy"]) == ["worst_case"]
     full = [r["successes"] for r in evaluation["robustness"]["accuracy"]["worst_case"]]

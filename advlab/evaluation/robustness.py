@@ -10,32 +10,19 @@ Discipline (after AutoAttack):
 """
 
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
 
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from advlab.attacks import fgsm, pgd
+from advlab.attacks import fgsm
+from advlab.attacks.registry import TARGETABLE
 from advlab.attacks._core import check_eps, eval_mode
 from advlab.data import to_unit_float
 from advlab.evaluation.stats import Rate
 
 # (model, x, y, eps, target=None) -> adversarial x
 Attack = Callable[..., torch.Tensor]
-
-
-def make_attacks(names: Sequence[str], pgd_steps: int = 30, pgd_step_size: float | None = None,
-                 pgd_random_start: bool = False) -> dict[str, Attack]:
-    """Attacks by name, with the PGD settings of the evaluation config."""
-    known = {
-        "fgsm": fgsm,
-        "pgd": partial(pgd, steps=pgd_steps, step_size=pgd_step_size, random_start=pgd_random_start),
-    }
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"evaluation.attacks: unknown attack(s) {unknown}; allowed: {sorted(known)}")
-    return {n: known[n] for n in names}
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -60,15 +47,16 @@ def evaluate_robustness(
     target: int | None = None,
     num_classes: int = 10,
     per_attack: bool = True,
+    norm: str = "linf",
 ) -> dict:
     """Everything the reports need, as plain numbers (JSON-ready).
 
     Returns n_images, clean (a Rate dict), confusion_matrix (counts and row
     percentages), robustness ({"eps": [...], "accuracy": {attack or "worst_case":
-    one Rate per eps}}), perturbed (FGSM applied to every image, the seed study's
-    "perturbed accuracy", which can exceed clean accuracy under label leaking) and,
-    when target is given, targeted ({"target", "eps", "success": {attack: one Rate
-    per eps}}).
+    one Rate per eps}}), perturbed (L-inf only: FGSM applied to every image, the seed
+    study's "perturbed accuracy", which can exceed clean accuracy under label
+    leaking) and, when target is given, targeted ({"target", "eps", "success":
+    {attack: one Rate per eps}} for the attacks that take a target).
 
     The worst case is computed with eps in increasing order: an image fooled at a
     smaller eps is fooled at every larger one (the smaller ball lies inside the
@@ -84,7 +72,8 @@ def evaluate_robustness(
     curves = [*attacks, "worst_case"] if per_attack else ["worst_case"]
     robust = {name: torch.zeros(len(eps), dtype=torch.long) for name in curves}
     perturbed = torch.zeros(len(eps), dtype=torch.long)
-    hits = {name: torch.zeros(len(eps), dtype=torch.long) for name in attacks}
+    targeted = {name: attack for name, attack in attacks.items() if name in TARGETABLE}
+    hits = {name: torch.zeros(len(eps), dtype=torch.long) for name in targeted}
 
     with eval_mode(model):
         for x, y in _batches(loader, device):
@@ -94,21 +83,23 @@ def evaluate_robustness(
             n += len(y)
             clean_correct += int(correct.sum())
             worst = correct.clone()
+            norms = {}  # minimum-norm attacks: one run per batch serves every eps
             for i, e in enumerate(eps):
-                perturbed[i] += int((predict(model, fgsm(model, x, y, e)) == y).sum()) if e > 0 else int(correct.sum())
+                if norm == "linf":
+                    perturbed[i] += int((predict(model, fgsm(model, x, y, e)) == y).sum()) if e > 0 else int(correct.sum())
                 if per_attack:
                     for name, attack in attacks.items():
-                        still = _survives(model, attack, x, y, correct, e)
+                        still = _survives(model, attack, x, y, correct, e, norms, name)
                         robust[name][i] += int(still.sum())
                         worst &= still
                 else:
-                    for attack in attacks.values():
-                        worst = _survives(model, attack, x, y, worst, e)
+                    for name, attack in attacks.items():
+                        worst = _survives(model, attack, x, y, worst, e, norms, name)
                 robust["worst_case"][i] += int(worst.sum())
             if target is not None:
                 others = y != target
                 n_not_target += int(others.sum())
-                for name, attack in attacks.items():
+                for name, attack in targeted.items():
                     for i, e in enumerate(eps):
                         hits[name][i] += _targeted_hits(model, attack, x[others], y[others], target, e)
 
@@ -122,8 +113,9 @@ def evaluate_robustness(
             "row_percent": (100 * counts / counts.sum(1, keepdim=True).clamp(min=1)).tolist(),
         },
         "robustness": {"eps": eps, "accuracy": {k: [Rate(int(c), n).to_dict() for c in v] for k, v in robust.items()}},
-        "perturbed": {"attack": "fgsm", "eps": eps, "accuracy": [Rate(int(c), n).to_dict() for c in perturbed]},
     }
+    if norm == "linf":
+        results["perturbed"] = {"attack": "fgsm", "eps": eps, "accuracy": [Rate(int(c), n).to_dict() for c in perturbed]}
     if target is not None:
         results["targeted"] = {
             "target": int(target),
@@ -133,10 +125,19 @@ def evaluate_robustness(
     return results
 
 
-def _survives(model, attack, x, y, candidates, eps) -> torch.Tensor:
+def _survives(model, attack, x, y, candidates, eps, norms: dict, name: str) -> torch.Tensor:
     """Per image: still classified correctly after the attack. Only `candidates` are attacked;
-    the others are returned as not surviving."""
+    the others are returned as not surviving.
+
+    An attack with a `minimal_norms` method (a minimum-norm attack) runs once per batch,
+    on all clean-correct images, and is cached in `norms`: an image survives eps exactly
+    when its smallest adversarial perturbation found is larger than eps.
+    """
     still = candidates.clone()
+    if eps > 0 and hasattr(attack, "minimal_norms"):
+        if name not in norms:
+            norms[name] = attack.minimal_norms(model, x, y)
+        return still & (norms[name] > eps)
     idx = candidates.nonzero().squeeze(1)
     if eps > 0 and len(idx):
         x_adv = attack(model, x[idx], y[idx], eps)

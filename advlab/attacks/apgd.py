@@ -1,0 +1,360 @@
+"""Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an
+ensemble of diverse parameter-free attacks"): PGD with momentum whose step size
+adapts itself per image, so it needs no step-size tuning. APGD-T is its targeted
+form as used in AutoAttack: targeted DLR toward each of the top other classes in turn.
+
+One APGD run, per image (f = the objective to maximise, P = projection onto the
+eps-ball around x intersected with [0, 1], d = sign for L-inf, unit L2 direction for L2):
+
+    x_0 = random point of the ball, eta = 2 * eps
+    x_1 = P(x_0 + eta * d(grad f(x_0)))                              (no momentum)
+    z_{k+1} = P(x_k + eta * d(grad f(x_k)))
+    x_{k+1} = P(x_k + a * (z_{k+1} - x_k) + (1 - a) * (x_k - x_{k-1}))  (a = `momentum`)
+
+At each checkpoint w_j (see `checkpoint_schedule`) the step size is halved and the
+iterate jumps back to the best point found so far when either
+  (a) fewer than a fraction rho of the steps since w_{j-1} increased f, or
+  (b) eta was not halved at w_{j-1} and the best f has not improved since w_{j-1}.
+"""
+
+import math
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from advlab.attacks import _core
+from advlab.attacks._core import (check_classes, check_eps, check_images, check_norm, check_steps, check_target,
+                                  eval_mode)
+from advlab.attacks.losses import dlr, get_loss
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def checkpoint_schedule(steps: int) -> list[int]:
+    """Iterations w_j = ceil(p_j * steps) at which APGD may halve its step size.
+
+    p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) while p_j <= 1:
+    the first phase explores with a large step for 22% of the budget, then the phases
+    shrink (by 3% of the budget each, down to 6%) so the end of the run refines often.
+    Duplicates (possible for very small `steps`) are dropped; w_0 = 0 is the start.
+    """
+    steps = check_steps(steps)
+    p = [0.0, 0.22]
+    while True:
+        # Rounding keeps accumulated float error from pushing e.g. 0.93 to 0.9300000001.
+        nxt = round(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06), 10)
+        if nxt > 1:
+            break
+        p.append(nxt)
+    # Rounding before ceil: 0.41 * 100 is 41.00000000000001 in floating point.
+    return sorted({math.ceil(round(pj * steps, 6)) for pj in p})
+
+
+def apgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    norm: str = "linf",
+    steps: int = 100,
+    loss: str = "ce",
+    target=None,
+    restarts: int = 1,
+    rho: float = 0.75,
+    momentum: float = 0.75,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """APGD (see the module docstring) with `steps` updates per run.
+
+    loss: "ce", "dlr" or "margin"; with `target` (class per image, or one int) the
+    objective pulls toward the target and success means argmax == target, otherwise
+    success means argmax != y. Returns, per image, the first point that succeeded,
+    else the point with the highest objective. Images that already succeed at x are
+    returned unchanged (not attacked). restarts > 1 runs again from new random starts
+    on the images not yet fooled, keeping the per-image worst case. seed makes the
+    random starts reproducible without touching the global random state.
+    """
+    eps, steps, norm = check_eps(eps), check_steps(steps), check_norm(norm)
+    loss_fn = get_loss(loss)
+    restarts, rho, momentum = _check_restarts(restarts), _check_rho(rho), _check_momentum(momentum)
+    check_images(x, y)
+    target = check_target(y, target)
+    x = x.detach()
+    with eval_mode(model), _seeded(seed, x.device):
+        clean = _forward(model, x)
+        check_classes(y, clean.shape[1], "y")
+        if target is not None:
+            check_classes(target, clean.shape[1], "target")
+        if eps == 0:
+            return x.clone()
+        fooled = _fooled(clean, y, target)
+        run = _RunConfig(eps, norm, steps, loss_fn, rho, momentum, success_is_target=target is not None)
+        x_adv, _, _ = _attack_with_restarts(model, x, y, target, fooled, restarts, run)
+        return x_adv
+
+
+def apgd_targeted(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    norm: str = "linf",
+    steps: int = 100,
+    n_target_classes: int = 9,
+    restarts: int = 1,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """APGD-T (AutoAttack): for k = 2 .. n_target_classes + 1, target the k-th highest
+    class of the clean output with the targeted DLR loss, running APGD only on the
+    images not yet misclassified. Success is untargeted (argmax != y): any wrong class
+    counts, the target only steers the search. Returns per image the first success;
+    images never fooled get the point with the highest untargeted DLR over all targets.
+    Images misclassified at x are returned unchanged.
+    """
+    eps, steps, norm = check_eps(eps), check_steps(steps), check_norm(norm)
+    restarts = _check_restarts(restarts)
+    check_images(x, y)
+    x = x.detach()
+    with eval_mode(model), _seeded(seed, x.device):
+        clean = _forward(model, x)
+        num_classes = clean.shape[1]
+        check_classes(y, num_classes, "y")
+        n_target_classes = _check_n_target_classes(n_target_classes, num_classes)
+        if eps == 0:
+            return x.clone()
+        fooled = _fooled(clean, y, None)
+        ranked = clean.argsort(1, descending=True)
+        run = _RunConfig(eps, norm, steps, dlr, rho=0.75, momentum=0.75, success_is_target=False)
+        x_adv, best_score = x.clone(), torch.full_like(y, -math.inf, dtype=clean.dtype)
+        for k in range(1, n_target_classes + 1):  # column k of `ranked` is the (k+1)-th highest class
+            attacked = ~fooled
+            if not attacked.any():
+                break
+            candidate, new_fooled, _ = _attack_with_restarts(model, x, y, ranked[:, k], fooled.clone(), restarts, run)
+            # Targeted DLR values for different targets are not comparable, so images still
+            # unfooled keep whichever target's point came closest to an untargeted success.
+            score = torch.full_like(best_score, -math.inf)
+            score[attacked] = dlr(_forward(model, candidate[attacked]), y[attacked])
+            take = attacked & (new_fooled | (score > best_score))
+            x_adv[take] = candidate[take]
+            best_score = torch.where(take, score, best_score)
+            fooled = new_fooled
+        return x_adv
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+class _RunConfig:
+    """The settings shared by every run of one attack call."""
+
+    def __init__(self, eps: float, norm: str, steps: int, loss_fn: LossFn, rho: float, momentum: float,
+                 success_is_target: bool):
+        self.eps, self.norm, self.steps, self.loss_fn = eps, norm, steps, loss_fn
+        self.rho, self.momentum, self.success_is_target = rho, momentum, success_is_target
+        self.checkpoints = checkpoint_schedule(steps)
+
+
+class _State:
+    """Per-image search state of the images still being attacked (rows align with `idx`).
+
+    Fooled images are dropped from every tensor at once, so later steps cost nothing for them.
+    """
+
+    def __init__(self, **tensors: torch.Tensor | None):
+        self.__dict__.update(tensors)
+
+    def keep(self, mask: torch.Tensor) -> "_State":
+        return _State(**{k: (v[mask] if v is not None else None) for k, v in self.__dict__.items()})
+
+
+def _attack_with_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                          fooled: torch.Tensor, restarts: int, run: _RunConfig):
+    """Run APGD `restarts` times, each from a new random start on the images not yet fooled.
+
+    Returns (points, fooled, best objective); `fooled` is updated in place, and images fooled
+    on entry keep x itself.
+    A later restart replaces an earlier result only if it fooled the model or reached a
+    higher objective (the objective is the same function across restarts, so comparable).
+    """
+    x_adv = x.clone()
+    best_loss = torch.full(y.shape, -math.inf, dtype=x.dtype, device=x.device)
+    for _ in range(restarts):
+        todo = (~fooled).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        t = target[todo] if target is not None else None
+        start = _core.random_start(x[todo], run.eps, run.norm)
+        points, hit, loss = _run(model, x[todo], y[todo], t, start, run)
+        take = hit | (loss > best_loss[todo])
+        x_adv[todo[take]] = points[take]
+        best_loss[todo] = torch.where(take, loss, best_loss[todo])
+        fooled[todo] = hit
+    return x_adv, fooled, best_loss
+
+
+def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+         start: torch.Tensor, run: _RunConfig):
+    """One APGD run from `start` (the update rule is in the module docstring).
+
+    Returns (points, fooled, best objective) per image: the first point that fooled the
+    model, or else the point with the highest objective seen.
+    """
+    n = x.shape[0]
+    out_points, out_fooled = start.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
+    out_loss = torch.full((n,), -math.inf, dtype=x.dtype, device=x.device)
+    eta = torch.full((n,) + (1,) * (x.dim() - 1), 2 * run.eps, dtype=x.dtype, device=x.device)
+
+    grad, out, loss = _core.input_gradient(model, start, y, run.loss_fn, target)
+    s = _State(idx=torch.arange(n, device=x.device), x=x, y=y, target=target, cur=start, prev=start, grad=grad,
+               loss=loss, eta=eta, best=start, best_loss=loss, best_grad=grad, increases=torch.zeros_like(y),
+               best_loss_at_check=loss, reduced_at_check=torch.zeros(n, dtype=torch.bool, device=x.device))
+    s = _record_successes(s, out, run, out_points, out_fooled, out_loss)
+    checks = run.checkpoints[1:]
+
+    for k in range(run.steps):
+        if s.idx.numel() == 0:
+            break
+        nxt = _step(s, run, first=k == 0)
+        last = k + 1 == run.steps
+        grad, out, loss = _evaluate(model, nxt, s.y, s.target, run.loss_fn, need_grad=not last)
+        s.increases = s.increases + (loss > s.loss).long()
+        s.prev, s.cur, s.grad, s.loss = s.cur, nxt, grad, loss
+        _update_best(s)
+        s = _record_successes(s, out, run, out_points, out_fooled, out_loss)
+        if k + 1 in checks and not last:
+            j = checks.index(k + 1)
+            _checkpoint(s, run.rho, interval=checks[j] - (checks[j - 1] if j else 0))
+
+    # Images never fooled: return their best point.
+    out_points[s.idx] = s.best
+    out_loss[s.idx] = s.best_loss
+    return out_points, out_fooled, out_loss
+
+
+def _step(s: _State, run: _RunConfig, first: bool) -> torch.Tensor:
+    """The next iterate: a projected steepest-ascent step, blended with the previous move by momentum."""
+    z = _core.project(s.cur + s.eta * _core.steepest_step(s.grad, run.norm), s.x, run.eps, run.norm)
+    if first:  # no previous move to carry yet
+        return z
+    a = run.momentum
+    return _core.project(s.cur + a * (z - s.cur) + (1 - a) * (s.cur - s.prev), s.x, run.eps, run.norm)
+
+
+def _update_best(s: _State) -> None:
+    """Remember, per image, the highest-objective point and its gradient (the restart point)."""
+    better = s.loss > s.best_loss
+    mask = _as_image_mask(better, s.cur)
+    s.best = torch.where(mask, s.cur, s.best)
+    s.best_grad = torch.where(mask, s.grad, s.best_grad) if s.grad is not None else s.best_grad
+    s.best_loss = torch.where(better, s.loss, s.best_loss)
+
+
+def _checkpoint(s: _State, rho: float, interval: int) -> None:
+    """At checkpoint w_j: halve eta and jump back to the best point where progress stalled.
+
+    (a) too few of the last `interval` steps increased the objective: the step oscillates;
+    (b) eta was kept at the previous checkpoint yet the best objective has not moved since.
+    Momentum restarts from the best point (prev = cur), so it carries no stale move across the jump.
+    """
+    oscillating = s.increases < rho * interval
+    stalled = ~s.reduced_at_check & (s.best_loss <= s.best_loss_at_check)
+    reduce = oscillating | stalled
+    mask = _as_image_mask(reduce, s.cur)
+    s.eta = torch.where(mask, s.eta / 2, s.eta)
+    s.cur = torch.where(mask, s.best, s.cur)
+    s.prev = torch.where(mask, s.best, s.prev)
+    s.grad = torch.where(mask, s.best_grad, s.grad)
+    s.loss = torch.where(reduce, s.best_loss, s.loss)
+    s.reduced_at_check, s.best_loss_at_check = reduce, s.best_loss.clone()
+    s.increases = torch.zeros_like(s.increases)
+
+
+def _record_successes(s: _State, out: torch.Tensor, run: _RunConfig, out_points: torch.Tensor,
+                      out_fooled: torch.Tensor, out_loss: torch.Tensor) -> _State:
+    """Write the current point of newly fooled images to the result and stop attacking them."""
+    hit = _fooled(out, s.y, s.target if run.success_is_target else None)
+    if not hit.any():
+        return s
+    rows = s.idx[hit]
+    out_points[rows], out_fooled[rows], out_loss[rows] = s.cur[hit], True, s.loss[hit]
+    return s.keep(~hit)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _evaluate(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss_fn: LossFn,
+              need_grad: bool):
+    """(gradient or None, output, objective) at x_adv; the last iterate needs no backward pass."""
+    if need_grad:
+        return _core.input_gradient(model, x_adv, y, loss_fn, target)
+    out = _forward(model, x_adv)
+    return None, out, loss_fn(out, y, target)
+
+
+@torch.no_grad()
+def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x)
+
+
+def _fooled(out: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """Success per image: the target class wins (targeted), or any class but y wins."""
+    pred = out.argmax(1)
+    return pred == target if target is not None else pred != y
+
+
+def _as_image_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+@contextmanager
+def _seeded(seed: int | None, device: torch.device):
+    """Seed the random starts without disturbing the caller's random state (None: use it as is)."""
+    if seed is None:
+        yield
+        return
+    if device.type == "cpu":
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(int(seed))
+            yield
+        return
+    # Accelerators: fork and seed only the attacked device's generator (torch.manual_seed would
+    # reseed every GPU, and fork_rng only restores the devices it is given).
+    with torch.random.fork_rng(devices=[device], device_type=device.type):
+        torch.random.default_generator.manual_seed(int(seed))
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(int(seed))
+        else:
+            torch.get_device_module(device.type).manual_seed(int(seed))
+        yield
+
+
+def _check_restarts(restarts: int) -> int:
+    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
+        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+    return int(restarts)
+
+
+def _check_rho(rho: float) -> float:
+    rho = float(rho)
+    if not 0 < rho < 1:  # also rejects nan
+        raise ValueError(f"rho must be in (0, 1) (fraction of steps that must raise the loss), got {rho}")
+    return rho
+
+
+def _check_momentum(momentum: float) -> float:
+    momentum = float(momentum)
+    if not 0 < momentum <= 1:
+        raise ValueError(f"momentum must be in (0, 1] (weight of the new step; 1 = no momentum), got {momentum}")
+    return momentum
+
+
+def _check_n_target_classes(n: int, num_classes: int) -> int:
+    if isinstance(n, bool) or int(n) != n or not 1 <= n <= num_classes - 1:
+        raise ValueError(f"n_target_classes must be an integer in [1, {num_classes - 1}] "
+                         f"(the model has {num_classes} classes), got {n!r}")
+    return int(n)

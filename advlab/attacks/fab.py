@@ -1,0 +1,500 @@
+"""Fast Adaptive Boundary attack (Croce & Hein 2020), a minimum-norm attack for L-inf and L2.
+
+FAB looks for the adversarial point closest to x instead of the worst point of a fixed
+ball. Each step linearises the classifier at the current point x_i, takes the linearised
+decision boundary nearest to it (the hyperplane w.z + b = 0 of the logit difference
+f_s - f_c to the closest other class s, or to the target class), and computes two
+box-constrained projections onto that hyperplane: delta from x_i and delta_0 from the
+original x. The next point is
+
+    x_{i+1} = clip_[0,1]((1 - alpha) (x_i + eta delta) + alpha (x + eta delta_0)),
+    alpha = min(||delta|| / (||delta|| + ||delta_0||), alpha_max),
+
+so the step is biased toward the projection of the original image (which keeps the
+perturbation small) and overshoots by eta to land past the boundary. Once x_{i+1} is
+adversarial it is recorded if it is the smallest so far, and the search steps back
+toward x: x_{i+1} <- x + beta (x_{i+1} - x), then approaches the boundary again from
+closer in. Restarts begin at random points near x, inside a ball of half the best norm
+found so far, so they explore other directions at the scale that matters.
+
+One run yields the smallest adversarial norm per image, hence robust accuracy at every
+eps at once (`minimal_norms`, `accuracy_curve`). Those norms are upper bounds on the true
+minimal norms (FAB can miss closer adversarials), so the curve is an upper bound on the
+true robust accuracy, like any attack's.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from advlab.attacks._core import (
+    check_classes,
+    check_eps,
+    check_images,
+    check_norm,
+    check_steps,
+    check_target,
+    eval_mode,
+    perturbation_norm,
+)
+
+# Random-start radius where no adversarial was found yet and no eps was given (the
+# defaults of the reference implementation): half of it is used, like half the best norm.
+DEFAULT_START_RADIUS = {"linf": 0.3, "l2": 1.0}
+# The paper's step parameters, also used by fab_targeted and minimal_norms.
+ALPHA_MAX, ETA, BETA = 0.1, 1.05, 0.9
+
+
+# ---------------------------------------------------------------- box-constrained projections
+
+
+def _smallest_level(weight: torch.Tensor, cap: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+    """Per row, the smallest t >= 0 with g(t) = sum_j weight_j * min(t, cap_j) >= need.
+
+    g is concave, piecewise linear and non-decreasing, with breakpoints at the caps, so
+    sorting the caps gives g at every breakpoint by cumulative sums; the answer lies on the
+    first segment whose right end reaches `need`, where g is linear and solved in closed
+    form. Rows where even t = max(cap) falls short (the box cannot reach the hyperplane)
+    get t = max(cap): the box point that goes furthest toward it. weight, cap: (N, D) >= 0.
+    """
+    d = cap.shape[1]
+    cap_sorted, order = cap.sort(dim=1)
+    w_sorted = weight.gather(1, order)
+    reached = (w_sorted * cap_sorted).cumsum(1)  # sum over j <= k of weight_j cap_j
+    slope_after = w_sorted.flip(1).cumsum(1).flip(1) - w_sorted  # sum over j > k of weight_j
+    g_at_caps = reached + cap_sorted * slope_after
+    k = (g_at_caps < need[:, None]).sum(1).clamp(max=d - 1)  # first breakpoint with g >= need
+    k = k[:, None]
+    prev = (k - 1).clamp(min=0)
+    has_prev = k > 0
+    reached_prev = torch.where(has_prev, reached.gather(1, prev), torch.zeros_like(need[:, None]))
+    left = torch.where(has_prev, cap_sorted.gather(1, prev), torch.zeros_like(need[:, None]))
+    right = cap_sorted.gather(1, k)
+    slope = slope_after.gather(1, k) + w_sorted.gather(1, k)  # sum over j >= k: the segment's slope
+    t = (need[:, None] - reached_prev) / slope.clamp_min(1e-30)
+    t = torch.minimum(torch.maximum(t, left), right)  # rounding must not leave the segment
+    return torch.where(need[:, None] > 0, t, torch.zeros_like(t)).squeeze(1)
+
+
+def _toward_hyperplane(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor):
+    """Direction to move in (w, flipped so that w.z grows toward the hyperplane), how much
+    w.z must change, and the room each coordinate has in that direction inside [0, 1]."""
+    side = (x * w).sum(1) + b
+    direction = torch.where(side[:, None] > 0, -w, w)  # points from x's side toward the hyperplane
+    room = torch.where(direction > 0, 1 - x, x).clamp_min(0)
+    return direction, side.abs(), room
+
+
+def project_onto_hyperplane_linf(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The point z of [0, 1]^D on the hyperplane w.z + b = 0 closest to x in L-inf.
+
+    x, w: (N, D), b: (N,), x in [0, 1]; one hyperplane per row, from either side.
+    Solves min ||z - x||_inf s.t. w.z + b = 0, 0 <= z <= 1. For a radius t the largest
+    change of w.z within the box and the t-cube is sum_j |w_j| min(t, room_j) (move each
+    coordinate by up to t in the sign of w, as far as the box allows), so the answer is the
+    smallest t reaching the required change, and z_j = x_j + sign(w_j) min(t, room_j).
+    If the box does not meet the hyperplane, returns the box point furthest toward it.
+    """
+    x64, w64, b64 = x.double(), w.double(), b.double()
+    direction, need, room = _toward_hyperplane(x64, w64, b64)
+    t = _smallest_level(direction.abs(), room, need)
+    z = x64 + direction.sign() * torch.minimum(room, t[:, None])
+    return z.clamp(0, 1).to(x.dtype)
+
+
+def project_onto_hyperplane_l2(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The point z of [0, 1]^D on the hyperplane w.z + b = 0 closest to x in L2.
+
+    x, w: (N, D), b: (N,), x in [0, 1]; one hyperplane per row, from either side.
+    Solves min ||z - x||_2 s.t. w.z + b = 0, 0 <= z <= 1. The KKT conditions give
+    z = x + clip(lambda w, -x, 1 - x) for a multiplier lambda >= 0 (after orienting w toward
+    the hyperplane), and the change of w.z is sum_j w_j^2 min(lambda, room_j / |w_j|),
+    non-decreasing in lambda: the same one-dimensional search as for L-inf with weights
+    w_j^2 and caps room_j / |w_j|. Without the box this is x - (w.x + b) w / ||w||^2.
+    If the box does not meet the hyperplane, returns the box point furthest toward it.
+    """
+    x64, w64, b64 = x.double(), w.double(), b.double()
+    direction, need, room = _toward_hyperplane(x64, w64, b64)
+    magnitude = direction.abs()
+    # coordinates with w_j = 0 cannot help: weight 0, and cap 0 avoids 0/0
+    cap = torch.where(magnitude > 0, room / magnitude.clamp_min(1e-300), torch.zeros_like(room))
+    lam = _smallest_level(magnitude**2, cap, need)
+    z = x64 + direction.sign() * torch.minimum(room, lam[:, None] * magnitude)
+    return z.clamp(0, 1).to(x.dtype)
+
+
+PROJECTIONS = {"linf": project_onto_hyperplane_linf, "l2": project_onto_hyperplane_l2}
+
+
+# ---------------------------------------------------------------- linearisation
+
+
+def logit_difference_gradients(model: nn.Module, x: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor):
+    """Values and input gradients of the logit differences f_plus - f_minus, per image.
+
+    plus: (N, R) classes, minus: (N,) the class subtracted. Returns (logits (N, C),
+    differences (N, R), gradients (N, R, *x.shape[1:])), all detached. One forward, then
+    one vector-Jacobian product per row r through the same graph, with
+    torch.autograd.grad(inputs=x) so nothing is written to the parameters' .grad.
+    Images are independent (eval mode), so each image's row is its own gradient.
+    """
+    x = x.detach().requires_grad_(True)
+    rows = plus.shape[1]
+    with torch.enable_grad():
+        out = model(x)
+        grads = []
+        for r in range(rows):
+            coeff = torch.zeros_like(out)
+            coeff.scatter_(1, plus[:, r : r + 1], 1.0)
+            coeff.scatter_add_(1, minus[:, None], -torch.ones_like(out[:, :1]))
+            (g,) = torch.autograd.grad(out, x, grad_outputs=coeff, retain_graph=r < rows - 1)
+            grads.append(g)
+    out = out.detach()
+    diffs = out.gather(1, plus) - out.gather(1, minus[:, None])
+    return out, diffs, torch.stack(grads, 1)
+
+
+def _other_classes(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N, C-1): for each image every class but y, in increasing order."""
+    classes = torch.arange(num_classes, device=y.device).expand(y.shape[0], num_classes)
+    return classes[classes != y[:, None]].view(y.shape[0], num_classes - 1)
+
+
+def _dual_norm(g: torch.Tensor, norm: str) -> torch.Tensor:
+    """||g||_q over the pixel dimensions, q dual to the attack norm: the linearised distance
+    to a hyperplane of normal g is |f| / ||g||_q."""
+    flat = g.flatten(2)
+    return flat.abs().sum(2) if norm == "linf" else flat.norm(dim=2)
+
+
+def _linearised_boundary(model, xc, y, target, num_classes, norm):
+    """The hyperplane w.z + b = 0 (w: (N, D), b: (N,)) that FAB projects onto at xc.
+
+    Untargeted: among the boundaries f_l = f_y of every other class l, the one nearest to
+    xc after linearisation (smallest |f_l - f_y| / ||grad (f_l - f_y)||_q).
+    Targeted: the boundary between the target and the strongest other class at xc; it is
+    the constraint that keeps xc from being classified as the target, and needs a single
+    gradient instead of C-1.
+    """
+    n = xc.shape[0]
+    if target is None:
+        plus, minus = _other_classes(y, num_classes), y
+    else:
+        with torch.no_grad():
+            logits = model(xc)
+        minus = logits.scatter(1, target[:, None], float("-inf")).argmax(1)
+        plus = target[:, None]
+    _, diffs, grads = logit_difference_gradients(model, xc, plus, minus)
+    nearest = (diffs.abs() / (_dual_norm(grads, norm) + 1e-12)).argmin(1)
+    idx = torch.arange(n, device=xc.device)
+    w = grads[idx, nearest].flatten(1)
+    # linearisation at xc: f(z) ~ f(xc) + w.(z - xc) = w.z + b
+    b = diffs[idx, nearest] - (w * xc.flatten(1)).sum(1)
+    return w, b
+
+
+# ---------------------------------------------------------------- the search
+
+
+def _is_adversarial(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    pred = logits.argmax(1)
+    return pred == target if target is not None else pred != y
+
+
+def _biased_step(x0, xc, w, b, norm, alpha_max, eta):
+    """One FAB step from xc: project xc and x0 onto the hyperplane, mix the two overshot
+    projections with weight alpha on the original image's (the paper's biased gradient step)."""
+    n = xc.shape[0]
+    project = PROJECTIONS[norm]
+    xc_flat, x0_flat = xc.flatten(1), x0.flatten(1)
+    # both projections in one call: same hyperplane, two starting points
+    z = project(torch.cat((xc_flat, x0_flat)), torch.cat((w, w)), torch.cat((b, b)))
+    delta, delta0 = (z[:n] - xc_flat).view_as(xc), (z[n:] - x0_flat).view_as(xc)
+    size, size0 = perturbation_norm(delta, norm), perturbation_norm(delta0, norm)
+    # alpha grows when xc is far from the boundary compared with x0: pull back toward x0's projection
+    alpha = (size / (size + size0).clamp_min(1e-12)).clamp(max=alpha_max)
+    alpha = alpha.view(-1, *([1] * (xc.dim() - 1)))
+    return ((1 - alpha) * (xc + eta * delta) + alpha * (x0 + eta * delta0)).clamp(0, 1)
+
+
+def _single_run(model, x0, y, target, start, best_x, best_norm, steps, num_classes, norm, alpha_max, eta, beta):
+    """`steps` FAB iterations from `start`; returns the updated per-image best point and norm."""
+    xc = start
+    shape = (-1, *([1] * (x0.dim() - 1)))
+    for _ in range(steps):
+        w, b = _linearised_boundary(model, xc, y, target, num_classes, norm)
+        xc = _biased_step(x0, xc, w, b, norm, alpha_max, eta)
+        with torch.no_grad():
+            adv = _is_adversarial(model(xc), y, target)
+        size = perturbation_norm(xc - x0, norm)
+        better = adv & (size < best_norm)
+        best_x = torch.where(better.view(shape), xc, best_x)
+        best_norm = torch.where(better, size, best_norm)
+        # adversarial: step back toward x so the next approach of the boundary starts closer in
+        xc = torch.where(adv.view(shape), x0 + beta * (xc - x0), xc)
+    return best_x, best_norm
+
+
+def _random_start(x: torch.Tensor, radius: torch.Tensor, norm: str, generator: torch.Generator | None):
+    """A uniform random point of the ball of per-image `radius` around x, clipped to [0, 1]."""
+    shape = (-1, *([1] * (x.dim() - 1)))
+    if norm == "linf":
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
+        delta = u * radius.view(shape)
+    else:
+        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        direction = direction / perturbation_norm(direction, "l2").clamp_min(1e-12).view(shape)
+        r = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / x[0].numel())
+        delta = direction * (radius * r).view(shape)
+    return (x + delta).clamp(0, 1)
+
+
+def _initial_norms(done: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """0 where x is already adversarial, +inf (nothing found yet) elsewhere."""
+    inf = torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)
+    return torch.where(done, torch.zeros_like(inf), inf)
+
+
+def _search(model, x, y, target, norm, steps, eps, restarts, alpha_max, eta, beta, generator, num_classes):
+    """Per image the smallest adversarial point found and its norm (x and 0 where x is
+    already adversarial, x and +inf where none was found). The model is in eval mode.
+
+    Restarts run only on images they can help: with eps, those with no adversarial within
+    eps yet; without, every image not already adversarial (a smaller one may exist).
+    """
+    with torch.no_grad():
+        done = _is_adversarial(model(x), y, target)
+    best_x, best_norm = x.clone(), _initial_norms(done, x)
+    enough = eps if eps is not None else 0.0
+    for restart in range(restarts + 1):
+        todo = (best_norm > enough).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        x0, y0 = x[todo], y[todo]
+        t0 = target[todo] if target is not None else None
+        if restart == 0:
+            start = x0.clone()
+        else:
+            cap = eps if eps is not None else DEFAULT_START_RADIUS[norm]
+            start = _random_start(x0, 0.5 * best_norm[todo].clamp(max=cap), norm, generator)
+        bx, bn = _single_run(model, x0, y0, t0, start, best_x[todo], best_norm[todo], steps, num_classes, norm,
+                             alpha_max, eta, beta)
+        best_x[todo], best_norm[todo] = bx, bn
+    return _verified(model, x, y, target, best_x, norm)
+
+
+@torch.no_grad()
+def _verified(model, x, y, target, best_x, norm):
+    """Re-check the kept points on the whole batch (a point found right on the boundary could
+    flip with a different batch composition); drop any that are not adversarial."""
+    adv = _is_adversarial(model(best_x), y, target)
+    size = perturbation_norm(best_x - x, norm)
+    best_x = torch.where(adv.view(-1, *([1] * (x.dim() - 1))), best_x, x)
+    return best_x, torch.where(adv, size, torch.full_like(size, math.inf))
+
+
+# ---------------------------------------------------------------- argument checks
+
+
+def _check_int(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or int(value) != value or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_interval(value, name: str, low: float, high: float, low_open: bool = False) -> float:
+    value = float(value)
+    above_low = value > low if low_open else value >= low
+    if not (above_low and value <= high):  # also catches NaN, for which every comparison is False
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must be a number in {bracket}{low:g}, {high:g}], got {value}")
+    return value
+
+
+def _check_eta(eta) -> float:
+    eta = float(eta)
+    if not math.isfinite(eta) or eta < 1:
+        raise ValueError(f"eta must be a finite number >= 1 (the overshoot factor), got {eta}")
+    return eta
+
+
+def _generator(seed, device) -> torch.Generator | None:
+    """A private generator for the random starts, so a seed makes the attack reproducible
+    without touching the global RNG; None uses the global RNG."""
+    if seed is None:
+        return None
+    seed = _check_int(seed, "seed", 0)
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _prepare(model, x, y, target):
+    """Validate the labels against the model; returns (x detached, num_classes)."""
+    x = x.detach()
+    with torch.no_grad():
+        num_classes = model(x[:1]).shape[1]
+    check_classes(y, num_classes, "y")
+    if target is not None:
+        check_classes(target, num_classes, "target")
+    return x, num_classes
+
+
+def _threshold(x: torch.Tensor, best_x: torch.Tensor, best_norm: torch.Tensor, eps: float | None) -> torch.Tensor:
+    """eps=None: every adversarial found. Else only those within eps, x elsewhere."""
+    if eps is None:
+        return best_x
+    keep = (best_norm <= eps).view(-1, *([1] * (x.dim() - 1)))
+    return torch.where(keep, best_x, x)
+
+
+# ---------------------------------------------------------------- public API
+
+
+def fab(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    norm: str = "linf",
+    steps: int = 100,
+    eps: float | None = None,
+    restarts: int = 0,
+    alpha_max: float = ALPHA_MAX,
+    eta: float = ETA,
+    beta: float = BETA,
+    target=None,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """FAB: per image, the smallest (in `norm`) adversarial point found in [0, 1].
+
+    Each of `steps` iterations projects the current point and x onto the nearest
+    linearised decision boundary (box-constrained), steps to the alpha-weighted mix of the two
+    projections overshot by eta (alpha <= alpha_max), and after every success steps back
+    to x + beta (x_adv - x). `restarts` extra runs start at random points in a ball of half
+    the best norm so far (capped by eps, or by DEFAULT_START_RADIUS without eps).
+
+    eps=None returns the smallest adversarial found per image (x where none was found or
+    x is already misclassified). With eps (AutoAttack usage) the adversarial point is
+    returned only where its norm is <= eps, x elsewhere, so the result lies in the eps-ball.
+    `target` (tensor or int): success means argmax == target, and images already classified
+    as the target are returned unchanged. `seed` fixes the random restarts without touching
+    the global RNG.
+    """
+    norm = check_norm(norm)
+    steps = check_steps(steps)
+    eps = None if eps is None else check_eps(eps)
+    restarts = _check_int(restarts, "restarts", 0)
+    alpha_max = _check_interval(alpha_max, "alpha_max", 0.0, 1.0)
+    eta = _check_eta(eta)
+    beta = _check_interval(beta, "beta", 0.0, 1.0, low_open=True)
+    check_images(x, y)
+    target = check_target(y, target)
+    generator = _generator(seed, x.device)
+    if x.shape[0] == 0:
+        return x.detach().clone()
+    with eval_mode(model):
+        x, num_classes = _prepare(model, x, y, target)
+        best_x, best_norm = _search(model, x, y, target, norm, steps, eps, restarts, alpha_max, eta, beta,
+                                    generator, num_classes)
+    return _threshold(x, best_x, best_norm, eps)
+
+
+def fab_targeted(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    norm: str = "linf",
+    steps: int = 100,
+    eps: float | None = None,
+    n_target_classes: int = 9,
+    seed: int | None = None,
+    restarts: int = 0,
+) -> torch.Tensor:
+    """FAB-T (AutoAttack's variant): targeted FAB toward each of the `n_target_classes`
+    classes with the highest clean outputs other than y, keeping per image the smallest
+    adversarial point over all targets. An untargeted attack: images already
+    misclassified are returned unchanged.
+
+    eps=None runs every target on every image (smallest norm wanted). With eps, a target
+    is tried only on images with no adversarial within eps yet, and the result is
+    thresholded as in `fab`. `restarts` and `seed` apply to each targeted run.
+    """
+    norm = check_norm(norm)
+    steps = check_steps(steps)
+    eps = None if eps is None else check_eps(eps)
+    restarts = _check_int(restarts, "restarts", 0)
+    check_images(x, y)
+    generator = _generator(seed, x.device)
+    if x.shape[0] == 0:
+        return x.detach().clone()
+    with eval_mode(model):
+        x, num_classes = _prepare(model, x, y, None)
+        n_target_classes = _check_n_targets(n_target_classes, num_classes)
+        with torch.no_grad():
+            logits = model(x)
+        # the strongest competitors first: their boundaries are usually the closest
+        targets = logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)[:, :n_target_classes]
+        best_x, best_norm = x.clone(), _initial_norms(logits.argmax(1) != y, x)
+        enough = eps if eps is not None else 0.0
+        for k in range(n_target_classes):
+            todo = (best_norm > enough).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            bx, bn = _search(model, x[todo], y[todo], targets[todo, k], norm, steps, eps, restarts,
+                             ALPHA_MAX, ETA, BETA, generator, num_classes)
+            better = bn < best_norm[todo]
+            best_x[todo] = torch.where(better.view(-1, *([1] * (x.dim() - 1))), bx, best_x[todo])
+            best_norm[todo] = torch.where(better, bn, best_norm[todo])
+        # a target reached is a misclassification; confirm it on the whole batch
+        best_x, best_norm = _verified(model, x, y, None, best_x, norm)
+    return _threshold(x, best_x, best_norm, eps)
+
+
+def _check_n_targets(n, num_classes: int) -> int:
+    if isinstance(n, bool) or int(n) != n or not 1 <= n <= num_classes - 1:
+        raise ValueError(
+            f"n_target_classes must be an integer in [1, {num_classes - 1}] (classes other than the true one), got {n!r}"
+        )
+    return int(n)
+
+
+def minimal_norms(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    norm: str = "linf",
+    steps: int = 100,
+    restarts: int = 0,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """(N,) norm of the smallest adversarial perturbation FAB finds per image: 0 where x is
+    already misclassified, +inf where none was found.
+
+    These are upper bounds on the true minimal norms: an image whose true minimal
+    adversarial is smaller than FAB's may be counted robust at eps where it is not.
+    """
+    norm = check_norm(norm)
+    steps = check_steps(steps)
+    restarts = _check_int(restarts, "restarts", 0)
+    check_images(x, y)
+    generator = _generator(seed, x.device)
+    if x.shape[0] == 0:
+        return torch.zeros(0, dtype=x.dtype, device=x.device)
+    with eval_mode(model):
+        x, num_classes = _prepare(model, x, y, None)
+        _, best_norm = _search(model, x, y, None, norm, steps, None, restarts, ALPHA_MAX, ETA, BETA, generator,
+                               num_classes)
+    return best_norm
+
+
+def accuracy_curve(norms: torch.Tensor, eps_list) -> list[float]:
+    """Robust accuracy at each eps: the fraction of images whose minimal adversarial norm
+    exceeds eps (0 = misclassified counts as not robust at any eps >= 0).
+
+    From `minimal_norms` this is the whole accuracy-vs-eps curve from a single attack, an
+    upper bound on the true robust accuracy (the norms are upper bounds). Non-increasing in eps.
+    """
+    if not torch.is_tensor(norms) or norms.dim() != 1 or norms.numel() == 0:
+        raise ValueError("norms must be a non-empty 1-D tensor of per-image norms (from minimal_norms)")
+    if norms.isnan().any() or (norms < 0).any():
+        raise ValueError("norms must be >= 0 (or +inf where no adversarial was found)")
+    return [(norms > check_eps(e, "eps_list entries")).float().mean().item() for e in eps_list]
