@@ -19,10 +19,21 @@ def check_eps(eps: float, name: str = "eps") -> float:
     return eps
 
 
+def check_int(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or int(value) != value or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
 def check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    return int(steps)
+    return check_int(steps, "steps", 1)
+
+
+def check_n_target_classes(n: int, num_classes: int) -> int:
+    if isinstance(n, bool) or int(n) != n or not 1 <= n <= num_classes - 1:
+        raise ValueError(f"n_target_classes must be an integer in [1, {num_classes - 1}] "
+                         f"(classes other than the true one; the model has {num_classes}), got {n!r}")
+    return int(n)
 
 
 def check_images(x: torch.Tensor, y: torch.Tensor) -> None:

@@ -25,8 +25,17 @@ import torch
 from torch import nn
 
 from advlab.attacks import _core
-from advlab.attacks._core import (check_classes, check_eps, check_images, check_norm, check_steps, check_target,
-                                  eval_mode)
+from advlab.attacks._core import (
+    check_classes,
+    check_eps,
+    check_images,
+    check_int,
+    check_n_target_classes,
+    check_norm,
+    check_steps,
+    check_target,
+    eval_mode,
+)
 from advlab.attacks.losses import dlr, get_loss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -78,7 +87,7 @@ def apgd(
     """
     eps, steps, norm = check_eps(eps), check_steps(steps), check_norm(norm)
     loss_fn = get_loss(loss)
-    restarts, rho, momentum = _check_restarts(restarts), _check_rho(rho), _check_momentum(momentum)
+    restarts, rho, momentum = check_int(restarts, "restarts", 1), _check_rho(rho), _check_momentum(momentum)
     check_images(x, y)
     target = check_target(y, target)
     x = x.detach()
@@ -114,14 +123,14 @@ def apgd_targeted(
     Images misclassified at x are returned unchanged.
     """
     eps, steps, norm = check_eps(eps), check_steps(steps), check_norm(norm)
-    restarts = _check_restarts(restarts)
+    restarts = check_int(restarts, "restarts", 1)
     check_images(x, y)
     x = x.detach()
     with eval_mode(model), _seeded(seed, x.device):
         clean = _forward(model, x)
         num_classes = clean.shape[1]
         check_classes(y, num_classes, "y")
-        n_target_classes = _check_n_target_classes(n_target_classes, num_classes)
+        n_target_classes = check_n_target_classes(n_target_classes, num_classes)
         if eps == 0:
             return x.clone()
         fooled = _fooled(clean, y, None)
@@ -333,12 +342,6 @@ def _seeded(seed: int | None, device: torch.device):
         yield
 
 
-def _check_restarts(restarts: int) -> int:
-    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
-        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
-    return int(restarts)
-
-
 def _check_rho(rho: float) -> float:
     rho = float(rho)
     if not 0 < rho < 1:  # also rejects nan
@@ -353,8 +356,3 @@ def _check_momentum(momentum: float) -> float:
     return momentum
 
 
-def _check_n_target_classes(n: int, num_classes: int) -> int:
-    if isinstance(n, bool) or int(n) != n or not 1 <= n <= num_classes - 1:
-        raise ValueError(f"n_target_classes must be an integer in [1, {num_classes - 1}] "
-                         f"(the model has {num_classes} classes), got {n!r}")
-    return int(n)

@@ -32,6 +32,8 @@ from advlab.attacks._core import (
     check_classes,
     check_eps,
     check_images,
+    check_int,
+    check_n_target_classes,
     check_norm,
     check_steps,
     check_target,
@@ -297,12 +299,6 @@ def _verified(model, x, y, target, best_x, norm):
 # ---------------------------------------------------------------- argument checks
 
 
-def _check_int(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
 def _check_interval(value, name: str, low: float, high: float, low_open: bool = False) -> float:
     value = float(value)
     above_low = value > low if low_open else value >= low
@@ -324,7 +320,7 @@ def _generator(seed, device) -> torch.Generator | None:
     without touching the global RNG; None uses the global RNG."""
     if seed is None:
         return None
-    seed = _check_int(seed, "seed", 0)
+    seed = check_int(seed, "seed", 0)
     return torch.Generator(device=device).manual_seed(seed)
 
 
@@ -382,7 +378,7 @@ def fab(
     norm = check_norm(norm)
     steps = check_steps(steps)
     eps = None if eps is None else check_eps(eps)
-    restarts = _check_int(restarts, "restarts", 0)
+    restarts = check_int(restarts, "restarts", 0)
     alpha_max = _check_interval(alpha_max, "alpha_max", 0.0, 1.0)
     eta = _check_eta(eta)
     beta = _check_interval(beta, "beta", 0.0, 1.0, low_open=True)
@@ -421,14 +417,14 @@ def fab_targeted(
     norm = check_norm(norm)
     steps = check_steps(steps)
     eps = None if eps is None else check_eps(eps)
-    restarts = _check_int(restarts, "restarts", 0)
+    restarts = check_int(restarts, "restarts", 0)
     check_images(x, y)
     generator = _generator(seed, x.device)
     if x.shape[0] == 0:
         return x.detach().clone()
     with eval_mode(model):
         x, num_classes = _prepare(model, x, y, None)
-        n_target_classes = _check_n_targets(n_target_classes, num_classes)
+        n_target_classes = check_n_target_classes(n_target_classes, num_classes)
         with torch.no_grad():
             logits = model(x)
         # the strongest competitors first: their boundaries are usually the closest
@@ -449,14 +445,6 @@ def fab_targeted(
     return _threshold(x, best_x, best_norm, eps)
 
 
-def _check_n_targets(n, num_classes: int) -> int:
-    if isinstance(n, bool) or int(n) != n or not 1 <= n <= num_classes - 1:
-        raise ValueError(
-            f"n_target_classes must be an integer in [1, {num_classes - 1}] (classes other than the true one), got {n!r}"
-        )
-    return int(n)
-
-
 def minimal_norms(
     model: nn.Module,
     x: torch.Tensor,
@@ -474,7 +462,7 @@ def minimal_norms(
     """
     norm = check_norm(norm)
     steps = check_steps(steps)
-    restarts = _check_int(restarts, "restarts", 0)
+    restarts = check_int(restarts, "restarts", 0)
     check_images(x, y)
     generator = _generator(seed, x.device)
     if x.shape[0] == 0:

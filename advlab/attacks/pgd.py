@@ -4,7 +4,15 @@ import torch
 from torch import nn
 
 from advlab.attacks import _core
-from advlab.attacks._core import check_eps, check_images, check_norm, check_steps, check_target, eval_mode
+from advlab.attacks._core import (
+    check_eps,
+    check_images,
+    check_int,
+    check_norm,
+    check_steps,
+    check_target,
+    eval_mode,
+)
 from advlab.attacks.losses import get_loss
 
 
@@ -35,8 +43,7 @@ def pgd(
     norm = check_norm(norm)
     loss_fn = get_loss(loss)
     step_size = eps / 4 if step_size is None else check_eps(step_size, "step_size")
-    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
-        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+    restarts = check_int(restarts, "restarts", 1)
     check_images(x, y)
     target = check_target(y, target)
     x = x.detach()
@@ -45,7 +52,7 @@ def pgd(
 
     with eval_mode(model):
         best = None
-        for restart in range(int(restarts)):
+        for restart in range(restarts):
             start = _core.random_start(x, eps, norm) if (random_start or restart > 0) else x.clone()
             x_adv = _run(model, x, y, start, eps, steps, step_size, norm, loss_fn, target, check=restart == 0)
             if restarts == 1:

@@ -30,7 +30,16 @@ import math
 import torch
 from torch import nn
 
-from advlab.attacks._core import check_classes, check_eps, check_images, check_norm, check_target, eval_mode, project
+from advlab.attacks._core import (
+    check_classes,
+    check_eps,
+    check_images,
+    check_int,
+    check_norm,
+    check_target,
+    eval_mode,
+    project,
+)
 from advlab.attacks.losses import margin
 
 # The reference p schedule for a budget of 10000 queries: after iteration `bound` the window
@@ -66,7 +75,7 @@ def square(
     """
     eps = check_eps(eps)
     norm = check_norm(norm)
-    queries = _check_queries(queries)
+    queries = check_int(queries, "queries", 1)
     p_init = _check_p_init(p_init)
     check_images(x, y)
     if x.dim() != 4:
@@ -90,12 +99,6 @@ def square(
 
 
 # ---------------------------------------------------------------- argument checks
-
-
-def _check_queries(queries: int) -> int:
-    if isinstance(queries, bool) or int(queries) != queries or queries < 1:
-        raise ValueError(f"queries must be an integer >= 1, got {queries!r}")
-    return int(queries)
 
 
 def _check_p_init(p_init: float) -> float:
