@@ -13,10 +13,16 @@ from advlab.attacks.autoattack import autoattack
 from advlab.attacks.fab import accuracy_curve, fab, fab_targeted, minimal_norms
 from advlab.attacks.fgsm import fgsm
 from advlab.attacks.losses import LOSSES
-from advlab.attacks.perturbation import FGSMPerturbation, NoPerturbation, Perturbation, PGDPerturbation
+from advlab.attacks.perturbation import (
+    AttackPerturbation,
+    FGSMPerturbation,
+    NoPerturbation,
+    Perturbation,
+    PGDPerturbation,
+)
 from advlab.attacks.pgd import pgd
 from advlab.attacks.square import square
 
 __all__ = ["fgsm", "pgd", "apgd", "apgd_targeted", "fab", "fab_targeted", "minimal_norms", "accuracy_curve",
            "square", "autoattack", "LOSSES", "Perturbation", "NoPerturbation", "FGSMPerturbation",
-           "PGDPerturbation"]
+           "PGDPerturbation", "AttackPerturbation"]

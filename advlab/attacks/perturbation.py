@@ -5,7 +5,7 @@ batch on x's device. Hydra builds one from `conf/perturbation/*.yaml`; new kinds
 only need a `__call__` with that signature.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -62,3 +62,26 @@ class PGDPerturbation(Perturbation):
 
     def __call__(self, model, x, y):
         return pgd(model, x, y, self.eps, self.steps, self.step_size, self.random_start)
+
+
+@dataclass
+class AttackPerturbation(Perturbation):
+    """Any attack of the registry (apgd-ce, square, autoattack, ...) as a training perturbation.
+
+    `settings` are build_attack's keyword arguments (apgd_steps=..., square_queries=...).
+    """
+
+    attack: str
+    eps: float
+    norm: str = "linf"
+    settings: dict = field(default_factory=dict)
+    name = "attack"
+
+    def __post_init__(self):
+        from advlab.attacks.registry import build_attack  # the registry imports this package
+
+        self.eps = check_eps(self.eps)
+        self._attack = build_attack(self.attack, norm=self.norm, **dict(self.settings))
+
+    def __call__(self, model, x, y):
+        return self._attack(model, x, y, self.eps)
