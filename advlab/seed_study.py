@@ -11,6 +11,8 @@ Each model has its own folder (model.pt, results.json, figures); report.md puts 
 numbers, with 95% intervals, beside the study's.
 """
 
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -154,5 +156,36 @@ def render_report(cfg: DictConfig, baseline: dict, defenses: dict[float, dict], 
                      f"{format_rate(pert)} | {format_rate(f_e)} | {format_rate(p_e)} | {format_rate(w_e)} | {flag} |")
     lines += ["", "Full accuracy-vs-eps curves of each defended model:", ""]
     lines += [f"![defense eps {e:g}](defense_eps{e:g}/accuracy_vs_eps.png)" for e in defenses]
-    lines.append("")
+    lines += ["", *checks_section({"baseline": baseline, **{f"FGSM-trained, eps {e:g}": r for e, r in defenses.items()}})]
     return "\n".join(lines)
+
+
+def checks_section(models: dict[str, dict]) -> list[str]:
+    """A PASS/WARN table of the evaluation checks per model, then the details of every WARN."""
+    names = ["monotone", "large_eps", "iterative", "black_box", "convergence", "label_leaking"]
+    lines = ["## Evaluation checks", "",
+             "After Carlini et al. 2019 (README, 'Reading the evaluation'). A WARN means the robust accuracy "
+             "above may come from the attack failing, not from robustness.", "",
+             "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    details = []
+    for model, res in models.items():
+        by_name = {c["name"]: c for c in res.get("checks", [])}
+        lines.append(f"| {model} | " + " | ".join(by_name.get(n, {}).get("status", "-") for n in names) + " |")
+        details += [f"- {model}, {c['name']}: {c['detail']}" for c in res.get("checks", []) if c["status"] == "WARN"]
+    return lines + ([""] + details if details else []) + [""]
+
+
+def rerender(run_dir: Path) -> Path:
+    """Rebuild report.md of a finished study from its results files."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "study.json").read_text())
+    baseline = json.loads((run_dir / summary["baseline"]).read_text())
+    defenses = {float(e): json.loads((run_dir / p).read_text()) for e, p in summary["defenses"].items()}
+    cfg = OmegaConf.create(baseline["config"])
+    return write_text(run_dir / "report.md", render_report(cfg, baseline, defenses, summary["seconds"]))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m advlab.seed_study RUN_DIR   (rebuilds RUN_DIR/report.md)")
+    print(rerender(Path(sys.argv[1])))
