@@ -50,6 +50,30 @@ def test_single_run_as_typed_then_evaluate_its_checkpoint(cifar_root, tmp_path):
     assert evaluated["training"] == {"checkpoint": str(out / "model.pt")}
     assert evaluated["clean"] == results["clean"], "the saved model is the trained one"
     assert not (again / "model.pt").exists()
+    assert evaluated["provenance"]["checkpoint_sha256"] == results["provenance"]["checkpoint_sha256"]
+    assert len(evaluated["provenance"]["checkpoint_sha256"]) == 64
+
+
+def test_evaluate_a_checkpoint_with_autoattack(cifar_root, tmp_path):
+    out = tmp_path / "run"
+    proc = advlab_cli("+experiment=baseline", *SMOKE, "logger=none", f"hydra.run.dir={out}",
+                      env_extra={"ADVLAB_DATA": str(cifar_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = tmp_path / "eval"
+    proc = advlab_cli("+experiment=evaluate", f"checkpoint={out / 'model.pt'}", "attack=autoattack", *SMOKE,
+                      "logger=none", "evaluation.eps=[0.0,0.01]", "evaluation.square.queries=200",
+                      f"hydra.run.dir={report}", env_extra={"ADVLAB_DATA": str(cifar_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((report / "results.json").read_text())
+    accuracy = results["robustness"]["accuracy"]
+    assert set(accuracy) == {"fgsm", "pgd", "autoattack", "worst_case"}
+    assert accuracy["autoattack"][1]["successes"] <= accuracy["pgd"][1]["successes"]
+    assert [c["name"] for c in results["checks"]] == ["monotone", "large_eps", "iterative", "black_box",
+                                                       "convergence", "label_leaking"]
+    assert all(c["status"] in ("PASS", "WARN", "SKIP") for c in results["checks"])
+    assert "[PASS] monotone" in proc.stdout or "[WARN] monotone" in proc.stdout
+    versions = results["provenance"]["versions"]
+    assert versions["torch"] and versions["advlab"] == "0.1.0"
 
 
 def test_multirun_sweep_over_eps_and_alpha(cifar_root, tmp_path):

@@ -78,3 +78,39 @@ def test_perturbed_accuracy_attacks_every_image(evaluation):
     # FGSM on all images: at least as many correct as robust accuracy (which also requires clean correctness)
     fgsm_robust = evaluation["robustness"]["accuracy"]["fgsm"]
     assert all(p["successes"] >= r["successes"] for p, r in zip(pert["accuracy"], fgsm_robust))
+
+
+def test_evaluate_any_module_with_declared_normalisation(trained_model, test_images):
+    import advlab
+    from advlab.models import SeedCNN
+
+    x, y = test_images[0][:100], test_images[1][:100]
+    bare = SeedCNN(normalize=False)  # expects normalised input, like many third-party models
+    bare.load_state_dict({k: v for k, v in trained_model.state_dict().items() if not k.startswith("normalize.")})
+    norm = trained_model.normalize
+    declared = advlab.evaluate(bare, x, y, eps=[0.0, 0.01], attacks=["fgsm", "pgd"], pgd_steps=5, checks=False,
+                               normalization=(norm.mean.flatten().tolist(), norm.std.flatten().tolist()))
+    builtin = advlab.evaluate(trained_model, (x * 255).round().to(torch.uint8), y, eps=[0.0, 0.01],
+                              attacks=["fgsm", "pgd"], pgd_steps=5, checks=False)
+    assert declared["clean"] == builtin["clean"]
+    for name in ("fgsm", "pgd", "worst_case"):
+        a = [r["successes"] for r in declared["robustness"]["accuracy"][name]]
+        b = [r["successes"] for r in builtin["robustness"]["accuracy"][name]]
+        assert all(abs(i - j) <= 1 for i, j in zip(a, b)), (name, a, b)
+    with pytest.raises(ValueError, match="images and labels must have the same length"):
+        advlab.evaluate(trained_model, x, y[:5], eps=[0.01])
+
+
+def test_fab_curve_comes_from_one_minimum_norm_run(trained_model, test_images, monkeypatch):
+    from advlab.attacks import registry
+
+    calls = []
+    real = registry.minimal_norms
+    monkeypatch.setattr(registry, "minimal_norms", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x, y = test_images[0][:64], test_images[1][:64]
+    loader = DataLoader(TensorDataset(x, y), batch_size=64)
+    res = evaluate_robustness(trained_model, loader, [0.0, 0.002, 0.005, 0.01, 0.02],
+                              build_attacks(["fab"], fab_steps=10))
+    assert len(calls) == 1, "one FAB run per batch serves every eps"
+    acc = [r["successes"] for r in res["robustness"]["accuracy"]["fab"]]
+    assert acc == sorted(acc, reverse=True) and acc[-1] < acc[0]
