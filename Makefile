@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 ADVLAB_DATA ?= $(if $(wildcard ../shared/data/cifar10/test.npz),$(abspath ../shared/data/cifar10),$(abspath data))
 export ADVLAB_DATA
 
-.PHONY: study test install clean
+.PHONY: study test bench install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ study: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) bench/eval_curve.py $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache
