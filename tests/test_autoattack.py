@@ -13,7 +13,8 @@ def test_autoattack_invariants(version, norm, eps, tiny_model, synthetic_batch):
     tiny_model.eval()
     y = predict(tiny_model, x)  # every image correct to begin with, so every one is attacked
     before = x.clone()
-    x_adv, broken_by = autoattack(tiny_model, x, y, eps, norm=norm, version=version, return_stages=True)
+    x_adv, broken_by = autoattack(tiny_model, x, y, eps, norm=norm, version=version, return_stages=True,
+                                  steps=10, queries=100)
     delta = (x_adv - x).flatten(1)
     size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
     assert (size <= eps * (1 + 1e-5) + 1e-7).all() and x_adv.min() >= 0 and x_adv.max() <= 1
@@ -26,10 +27,10 @@ def test_autoattack_invariants(version, norm, eps, tiny_model, synthetic_batch):
 
 def test_autoattack_is_deterministic_and_no_weaker_than_its_first_stage(trained_model, test_images):
     x, y = test_images[0][:100], test_images[1][:100]
-    a = autoattack(trained_model, x, y, 0.005, seed=1)
-    b = autoattack(trained_model, x, y, 0.005, seed=1)
+    a = autoattack(trained_model, x, y, 0.005, seed=1, steps=20, queries=300)
+    b = autoattack(trained_model, x, y, 0.005, seed=1, steps=20, queries=300)
     assert torch.equal(a, b)
-    first = apgd(trained_model, x, y, 0.005, steps=100, seed=1)
+    first = apgd(trained_model, x, y, 0.005, steps=20, seed=1)
     assert (predict(trained_model, a) == y).sum() <= (predict(trained_model, first) == y).sum()
 
 

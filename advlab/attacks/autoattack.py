@@ -35,28 +35,33 @@ class ExpectationModel(nn.Module):
         return torch.stack([self.model(x).log_softmax(1) for _ in range(self.samples)]).mean(0)
 
 
-def autoattack_stages(norm: str, version: str, seed: int, eot_samples: int = 20):
+def autoattack_stages(norm: str, version: str, seed: int, steps: int = 100, queries: int = 5000,
+                      eot_samples: int = 20):
     """(name, attack(model, x, y, eps)) in the order AutoAttack runs them."""
     if version == "standard":
         return [
-            ("apgd-ce", lambda m, x, y, e: apgd(m, x, y, e, norm=norm, steps=100, loss="ce", seed=seed)),
-            ("apgd-t", lambda m, x, y, e: apgd_targeted(m, x, y, e, norm=norm, steps=100, n_target_classes=9,
+            ("apgd-ce", lambda m, x, y, e: apgd(m, x, y, e, norm=norm, steps=steps, loss="ce", seed=seed)),
+            ("apgd-t", lambda m, x, y, e: apgd_targeted(m, x, y, e, norm=norm, steps=steps, n_target_classes=9,
                                                         seed=seed)),
-            ("fab-t", lambda m, x, y, e: fab_targeted(m, x, y, norm=norm, steps=100, eps=e, n_target_classes=9,
+            ("fab-t", lambda m, x, y, e: fab_targeted(m, x, y, norm=norm, steps=steps, eps=e, n_target_classes=9,
                                                       seed=seed)),
-            ("square", lambda m, x, y, e: square(m, x, y, e, norm=norm, queries=5000, seed=seed)),
+            ("square", lambda m, x, y, e: square(m, x, y, e, norm=norm, queries=queries, seed=seed)),
         ]
     return [
-        ("apgd-ce", lambda m, x, y, e: apgd(ExpectationModel(m, eot_samples), x, y, e, norm=norm, steps=100,
+        ("apgd-ce", lambda m, x, y, e: apgd(ExpectationModel(m, eot_samples), x, y, e, norm=norm, steps=steps,
                                             loss="ce", seed=seed)),
-        ("apgd-dlr", lambda m, x, y, e: apgd(ExpectationModel(m, eot_samples), x, y, e, norm=norm, steps=100,
+        ("apgd-dlr", lambda m, x, y, e: apgd(ExpectationModel(m, eot_samples), x, y, e, norm=norm, steps=steps,
                                              loss="dlr", seed=seed)),
     ]
 
 
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
-               version: str = "standard", seed: int = 0, return_stages: bool = False):
+               version: str = "standard", seed: int = 0, return_stages: bool = False, steps: int = 100,
+               queries: int = 5000):
     """The per-image worst case of the AutoAttack ensemble at radius eps.
+
+    steps (per gradient attack) and queries (Square) are AutoAttack's standard budget;
+    lower them only for quick checks, and do not call the result AutoAttack accuracy.
 
     Returns the adversarial images (x where no attack succeeded or where x is already
     misclassified); with return_stages=True also a list naming, per image, the attack
@@ -73,7 +78,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
         robust = model(x).argmax(1) == y
     broken_by = ["" if r else "clean" for r in robust.tolist()]
     if eps > 0:
-        for name, attack in autoattack_stages(norm, version, seed):
+        for name, attack in autoattack_stages(norm, version, seed, steps, queries):
             idx = robust.nonzero().squeeze(1)
             if len(idx) == 0:
                 break
