@@ -38,11 +38,16 @@ def test_images(cifar_root):
 def trained_model(cifar_root):
     """The seed CNN after 2 quick epochs on 10k real training images (about 40% test accuracy)."""
     torch.manual_seed(0)
+    return _train(build_model("seed_cnn"), cifar_root, epochs=2, weight_decay=0.0)
+
+
+def _train(model: nn.Module, cifar_root, epochs: int, weight_decay: float) -> nn.Module:
+    """Seeded SGD on the first 10k real training images; the caller seeds before building the model."""
     x, y = load_split(cifar_root, "train")
     x, y = x[:10000], y[:10000]
-    model = build_model("seed_cnn")
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(2):
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=weight_decay)
+    model.train()
+    for _ in range(epochs):
         for idx in torch.randperm(len(x)).split(128):
             loss = F.cross_entropy(model(to_unit_float(x[idx])), y[idx])
             opt.zero_grad()
@@ -107,17 +112,6 @@ class _Block(nn.Module):
 
 @pytest.fixture(scope="session")
 def trained_resnet(cifar_root):
-    """SmallResNet after one epoch on 10k real training images (about 45% test accuracy)."""
+    """SmallResNet after one epoch on 10k real training images (about 40% test accuracy)."""
     torch.manual_seed(0)
-    x, y = load_split(cifar_root, "train")
-    x, y = x[:10000], y[:10000]
-    model = SmallResNet()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    model.train()
-    for idx in torch.randperm(len(x)).split(128):
-        loss = F.cross_entropy(model(to_unit_float(x[idx])), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    return model.eval()
+    return _train(SmallResNet(), cifar_root, epochs=1, weight_decay=5e-4)
