@@ -3,6 +3,8 @@
 Images are kept as uint8 (N, 3, 32, 32) tensors in memory (150 MB for the training
 set) and become float in [0, 1] only after they reach the batch's device
 (`on_after_batch_transfer`), so host-to-device copies move a quarter of the bytes.
+With `augment`, training batches are then randomly cropped and flipped there too
+(advlab.augment.random_crop_flip), on the GPU when there is one.
 
 Two sources, picked by `source`:
 - "npz": `train_*.npz` and `test.npz` in `root`, each with `x` uint8 (N, 32, 32, 3)
@@ -22,6 +24,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from advlab.augment import random_crop_flip
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -145,6 +149,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         max_test_images: int | None = None,
         split_seed: int = 0,
         num_workers: int = 0,
+        augment: bool = False,
     ):
         super().__init__()
         if source not in SOURCES:
@@ -160,6 +165,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.max_train_images, self.max_test_images = max_train_images, max_test_images
         self.num_workers = num_workers
+        self.augment = bool(augment)
         self.train_set = self.val_set = self.test_set = None
 
     def prepare_data(self):
@@ -199,4 +205,8 @@ class CIFAR10DataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         x, y = batch
-        return to_unit_float(x), y
+        x = to_unit_float(x)
+        # Only batches the trainer fits on: validation, test and attacks see the images as they are.
+        if self.augment and self.trainer is not None and self.trainer.training:
+            x = random_crop_flip(x)
+        return x, y

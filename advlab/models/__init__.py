@@ -1,5 +1,8 @@
 """Model registry: `build_model("seed_cnn")`, or `model=seed_cnn` from Hydra.
 
+Registered: seed_cnn (the seed study's CNN), preact_resnet18 (PreActResNet-18) and
+wide_resnet (WideResNet, WRN-34-10 by default).
+
 Every registered model takes images in [0, 1] and returns logits or
 log-probabilities over the classes; normalisation is a layer inside it.
 """
@@ -9,7 +12,9 @@ from collections.abc import Callable
 from torch import nn
 
 from advlab.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from advlab.models.preact_resnet import PreActResNet18
 from advlab.models.seed_cnn import SeedCNN
+from advlab.models.wide_resnet import WideResNet
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -27,5 +32,8 @@ def build_model(name: str, **kwargs) -> nn.Module:
 
 
 register("seed_cnn", SeedCNN)
+register("preact_resnet18", PreActResNet18)
+register("wide_resnet", WideResNet)
 
-__all__ = ["MODELS", "register", "build_model", "SeedCNN", "Normalize", "CIFAR10_MEAN", "CIFAR10_STD"]
+__all__ = ["MODELS", "register", "build_model", "SeedCNN", "PreActResNet18", "WideResNet", "Normalize",
+           "CIFAR10_MEAN", "CIFAR10_STD"]
