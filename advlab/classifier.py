@@ -1,15 +1,21 @@
-"""The LightningModule: a classifier trained on clean and/or perturbed batches.
+"""The LightningModule: a classifier trained with a (possibly adversarial) loss.
 
-training_step reads top to bottom: perturb the batch on its device, take the
-alpha-mixed loss, log. The perturbation is any callable (model, x, y) -> x'.
+training_step reads top to bottom: the loss object perturbs the batch on its device
+and returns the loss with the outputs it computed; log. Any callable
+loss(model, x, y) -> (loss, {name: output}) works: MixedLoss (the seed study's
+alpha-mixed loss over one or several perturbations) or TradesLoss.
+
+Validation measures clean accuracy and, when `val_attack` is given, accuracy under
+that attack on the first `val_attack_batches` batches: the robust-overfitting and
+catastrophic-overfitting signal that advlab.callbacks.RobustGuard acts on.
 """
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from advlab.attacks.perturbation import NoPerturbation, Perturbation
-from advlab.defenses.mixed_loss import check_alpha, mixed_loss
+from advlab.attacks.perturbation import Perturbation
+from advlab.defenses.mixed_loss import MixedLoss
 
 LR_SCHEDULES = ("onecycle", "cosine", "constant")
 
@@ -22,28 +28,35 @@ class AdversarialClassifier(pl.LightningModule):
         alpha: float = 1.0,
         optimizer=None,
         lr_schedule: str = "onecycle",
+        loss=None,
+        val_attack: Perturbation | None = None,
+        val_attack_batches: int | None = None,
     ):
         super().__init__()
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if val_attack_batches is not None and int(val_attack_batches) < 1:
+            raise ValueError(f"val_attack_batches must be >= 1 or null (all), got {val_attack_batches}")
         self.model = model
-        self.perturbation = perturbation or NoPerturbation()
-        self.alpha = check_alpha(alpha)
+        # `perturbation` and `alpha` are the seed study's two-term loss, kept as a shorthand.
+        self.loss = loss if loss is not None else MixedLoss(alpha, [perturbation] if perturbation else [])
+        self.val_attack, self.val_attack_batches = val_attack, val_attack_batches
         # A factory params -> optimizer (Hydra's `_partial_: true`); SGD when none is given.
         self.optimizer_factory = optimizer or (lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9))
         self.lr_schedule = lr_schedule
 
     @property
     def adversarial(self) -> bool:
-        return not isinstance(self.perturbation, NoPerturbation) and self.alpha < 1
+        return bool(getattr(self.loss, "adversarial", False))
 
     def forward(self, x):
         return self.model(x)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        x_adv = self.perturbation(self.model, x, y) if self.adversarial else None
-        loss, outputs = mixed_loss(self.model, x, x_adv, y, self.alpha)
+        loss, outputs = self.loss(self.model, x, y)
+        if hasattr(self.model, "extra_loss"):  # a model's own objective, e.g. the ELBO of a purifying VAE
+            loss = loss + self.model.extra_loss(x)
         self.log("train/loss", loss, prog_bar=True)
         for kind, out in outputs.items():
             self.log(f"train/{kind}_acc", (out.argmax(1) == y).float().mean(), prog_bar=True)
@@ -52,10 +65,10 @@ class AdversarialClassifier(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         self.log("val/acc", (self.model(x).argmax(1) == y).float().mean(), prog_bar=True)
-        if self.adversarial:
+        if self.val_attack is not None and (self.val_attack_batches is None or batch_idx < self.val_attack_batches):
             # Lightning validates under no_grad; the attack needs input gradients.
             with torch.enable_grad():
-                x_adv = self.perturbation(self.model, x, y)
+                x_adv = self.val_attack(self.model, x, y)
             self.log("val/adv_acc", (self.model(x_adv).argmax(1) == y).float().mean(), prog_bar=True)
 
     def configure_optimizers(self):

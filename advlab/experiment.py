@@ -51,33 +51,55 @@ def evaluation_device(cfg: DictConfig) -> torch.device:
     return torch.device(wanted)
 
 
-def train_model(cfg: DictConfig, datamodule: CIFAR10DataModule, run_dir: Path, logger=None) -> tuple[nn.Module, dict]:
-    """Fit cfg.model with cfg.perturbation and the alpha-mixed loss; save run_dir/model.pt."""
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+def build_classifier(cfg: DictConfig) -> AdversarialClassifier:
+    """The LightningModule of cfg: model, training loss, optimizer, robust validation check."""
     model = build_model(**cfg.model)
-    module = AdversarialClassifier(
-        model,
-        perturbation=instantiate(cfg.perturbation),
-        alpha=cfg.alpha,
+    if cfg.training.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    val_attack = instantiate(cfg.validation.attack) if cfg.validation.attack and cfg.eps > 0 else None
+    return AdversarialClassifier(
+        torch.compile(model) if cfg.training.compile else model,
+        # Resolved first: instantiate does not descend into interpolated nodes such as ${perturbation};
+        # _convert_="all" passes lists as Python lists (a ListConfig would turn dataclass perturbations back into configs).
+        loss=instantiate(OmegaConf.to_container(cfg.loss, resolve=True), _convert_="all"),
         optimizer=instantiate(cfg.optimizer),
         lr_schedule=cfg.lr_schedule,
+        val_attack=val_attack,
+        val_attack_batches=cfg.validation.batches,
     )
+
+
+def training_callbacks(cfg: DictConfig) -> list:
+    callbacks = [instantiate(cfg.guard)]
+    if cfg.training.ema_decay:
+        callbacks.append(pl.callbacks.EMAWeightAveraging(decay=cfg.training.ema_decay))
+    return callbacks
+
+
+def train_model(cfg: DictConfig, datamodule: CIFAR10DataModule, run_dir: Path, logger=None) -> tuple[nn.Module, dict]:
+    """Fit cfg.model with cfg.loss; save run_dir/model.pt."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = build_classifier(cfg)
+    callbacks = training_callbacks(cfg)
     trainer = pl.Trainer(
         **cfg.trainer,
         logger=logger if logger is not None else False,
+        callbacks=callbacks,
         enable_checkpointing=False,
         inference_mode=False,  # validation runs attacks, which need gradients
         default_root_dir=str(run_dir),
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
+    model = getattr(module.model, "_orig_mod", module.model)  # torch.compile's wrapper holds the same weights
     info = {
         "seconds": round(time.perf_counter() - start, 1),
         "epochs": trainer.current_epoch,
-        "perturbation": repr(module.perturbation),
-        "alpha": module.alpha,
+        "loss": repr(module.loss),
+        "alpha": cfg.alpha,
         "eps": cfg.eps,
         "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+        "guard": callbacks[0].summary(),
     }
     save_checkpoint(
         run_dir / "model.pt",

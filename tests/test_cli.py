@@ -33,7 +33,7 @@ def test_single_run_as_typed_then_evaluate_its_checkpoint(cifar_root, tmp_path):
                       env_extra={"ADVLAB_DATA": str(cifar_root)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert results["training"]["perturbation"] == "FGSMPerturbation(eps=0.01)"
+    assert results["training"]["loss"] == "MixedLoss(1 * adv: FGSMPerturbation(eps=0.01, random_start=False, step_size=None))"
     assert results["training"]["alpha"] == 0.0
     assert results["n_images"] == 64 and 0.01 in results["robustness"]["eps"]
     assert results["config"]["eps"] == 0.01
@@ -103,7 +103,7 @@ def test_seed_study_smoke_writes_the_whole_report(cifar_root, tmp_path):
         assert (tmp_path / image).is_file(), image
     for eps in ("0.001", "0.01", "0.1"):
         defended = json.loads((tmp_path / f"defense_eps{eps}" / "results.json").read_text())
-        assert defended["training"]["perturbation"] == f"FGSMPerturbation(eps={eps})"
+        assert f"* adv: FGSMPerturbation(eps={eps}," in defended["training"]["loss"]
         assert float(eps) in defended["robustness"]["eps"]
 
 

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from advlab.attacks import FGSMPerturbation, NoPerturbation, fgsm
 from advlab.classifier import AdversarialClassifier
-from advlab.defenses import mixed_loss
+from advlab.defenses import MixedLoss
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
@@ -12,7 +12,7 @@ def test_mixed_loss_is_the_alpha_weighted_sum(alpha, tiny_model, synthetic_batch
     x, y = synthetic_batch
     tiny_model.eval()
     x_adv = fgsm(tiny_model, x, y, 0.05)
-    loss, outputs = mixed_loss(tiny_model, x, x_adv, y, alpha)
+    loss, outputs = MixedLoss(alpha, [FGSMPerturbation(0.05)])(tiny_model, x, y)
     expected = alpha * F.cross_entropy(tiny_model(x), y) + (1 - alpha) * F.cross_entropy(tiny_model(x_adv), y)
     assert torch.allclose(loss, expected, atol=1e-6)
     # only the terms with weight are computed
@@ -21,8 +21,10 @@ def test_mixed_loss_is_the_alpha_weighted_sum(alpha, tiny_model, synthetic_batch
 
 def test_mixed_loss_without_perturbation_is_clean_loss(tiny_model, synthetic_batch):
     x, y = synthetic_batch
-    loss, _ = mixed_loss(tiny_model, x, None, y, 0.0)
-    assert torch.allclose(loss, F.cross_entropy(tiny_model(x), y))
+    for perturbations in ([], [NoPerturbation()]):
+        loss, outputs = MixedLoss(0.0, perturbations)(tiny_model, x, y)
+        assert list(outputs) == ["clean"]
+        assert torch.allclose(loss, F.cross_entropy(tiny_model(x), y))
 
 
 class SpyPerturbation(FGSMPerturbation):

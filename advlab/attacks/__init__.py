@@ -16,6 +16,7 @@ from advlab.attacks.losses import LOSSES
 from advlab.attacks.perturbation import (
     AttackPerturbation,
     FGSMPerturbation,
+    NFGSMPerturbation,
     NoPerturbation,
     Perturbation,
     PGDPerturbation,
@@ -25,4 +26,4 @@ from advlab.attacks.square import square
 
 __all__ = ["fgsm", "pgd", "apgd", "apgd_targeted", "fab", "fab_targeted", "minimal_norms", "accuracy_curve",
            "square", "autoattack", "LOSSES", "Perturbation", "NoPerturbation", "FGSMPerturbation",
-           "PGDPerturbation", "AttackPerturbation"]
+           "PGDPerturbation", "NFGSMPerturbation", "AttackPerturbation"]

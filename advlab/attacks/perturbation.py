@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from advlab.attacks._core import check_eps, check_steps
+from advlab.attacks import _core
+from advlab.attacks._core import check_eps, check_norm, check_steps, eval_mode
 from advlab.attacks.fgsm import fgsm
 from advlab.attacks.pgd import pgd
 
@@ -36,14 +37,62 @@ class NoPerturbation(Perturbation):
 
 @dataclass
 class FGSMPerturbation(Perturbation):
+    """FGSM from the clean image (the seed study), or from a random point of the ball
+    (`random_start`, "FGSM-RS" of Wong et al. 2020, whose step is 1.25 eps by default)."""
+
     eps: float
+    random_start: bool = False
+    step_size: float | None = None
     name = "fgsm"
 
     def __post_init__(self):
         self.eps = check_eps(self.eps)
+        if self.step_size is not None:
+            self.step_size = check_eps(self.step_size, "step_size")
 
     def __call__(self, model, x, y):
-        return fgsm(model, x, y, self.eps)
+        if not self.random_start and self.step_size is None:
+            return fgsm(model, x, y, self.eps)
+        x = x.detach()
+        start = _core.random_start(x, self.eps) if self.random_start else x
+        step = (1.25 * self.eps if self.random_start else self.eps) if self.step_size is None else self.step_size
+        return _core.project(start + step * _signed_gradient(model, start, y), x, self.eps)
+
+
+@dataclass
+class NFGSMPerturbation(Perturbation):
+    """N-FGSM (de Jorge et al. 2022): uniform noise of radius `noise` (2 eps by default),
+    then one signed step of `step_size` (eps), and no projection back onto the eps-ball.
+
+    Its perturbations reach noise + step_size (3 eps by default) in L-inf: the larger,
+    noisier training perturbation is what prevents catastrophic overfitting without
+    the cost of more steps. Images stay in [0, 1].
+    """
+
+    eps: float
+    noise: float | None = None
+    step_size: float | None = None
+    name = "n-fgsm"
+
+    def __post_init__(self):
+        self.eps = check_eps(self.eps)
+        self.noise = 2 * self.eps if self.noise is None else check_eps(self.noise, "noise")
+        self.step_size = self.eps if self.step_size is None else check_eps(self.step_size, "step_size")
+
+    @property
+    def radius(self) -> float:
+        return self.noise + self.step_size
+
+    def __call__(self, model, x, y):
+        x = x.detach()
+        start = (x + torch.empty_like(x).uniform_(-self.noise, self.noise)).clamp(0.0, 1.0)
+        return (start + self.step_size * _signed_gradient(model, start, y)).clamp(0.0, 1.0)
+
+
+def _signed_gradient(model, x, y):
+    with eval_mode(model):
+        grad, _, _ = _core.input_gradient(model, x, y)
+    return grad.sign()
 
 
 @dataclass
@@ -52,16 +101,18 @@ class PGDPerturbation(Perturbation):
     steps: int = 10
     step_size: float | None = None
     random_start: bool = True
+    norm: str = "linf"
     name = "pgd"
 
     def __post_init__(self):
         self.eps = check_eps(self.eps)
         self.steps = check_steps(self.steps)
+        self.norm = check_norm(self.norm)
         if self.step_size is not None:
             self.step_size = check_eps(self.step_size, "step_size")
 
     def __call__(self, model, x, y):
-        return pgd(model, x, y, self.eps, self.steps, self.step_size, self.random_start)
+        return pgd(model, x, y, self.eps, self.steps, self.step_size, self.random_start, norm=self.norm)
 
 
 @dataclass

@@ -54,14 +54,17 @@ def pgd(
         best = None
         for restart in range(restarts):
             start = _core.random_start(x, eps, norm) if (random_start or restart > 0) else x.clone()
-            x_adv = _run(model, x, y, start, eps, steps, step_size, norm, loss_fn, target, check=restart == 0)
+            x_adv = ascend(model, x, y, start, eps, steps, step_size, norm, loss_fn, target, check=restart == 0)
             if restarts == 1:
                 return x_adv
             best = _keep_worst_case(model, x_adv, y, target, loss_fn, best)
         return best[0]
 
 
-def _run(model, x, y, x_adv, eps, steps, step_size, norm, loss_fn, target, check):
+def ascend(model, x, y, x_adv, eps, steps, step_size, norm, loss_fn, target=None, check=False):
+    """The PGD iterations from x_adv: `steps` steepest-ascent steps on loss_fn(out, y, target),
+    each projected onto the eps-ball around x and [0, 1]. Shared with TRADES, whose
+    objective is a KL divergence instead of a loss on labels."""
     for step in range(steps):
         grad, _, _ = _core.input_gradient(model, x_adv, y, loss_fn, target, check=check and step == 0)
         x_adv = _core.project(x_adv + step_size * _core.steepest_step(grad, norm), x, eps, norm)

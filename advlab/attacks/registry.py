@@ -38,11 +38,8 @@ def build_attack(name: str, norm: str = "linf", seed: int = 0, pgd_steps: int = 
                  pgd_step_size: float | None = None, pgd_random_start: bool = False, pgd_restarts: int = 1,
                  pgd_loss: str = "ce", apgd_steps: int = 100, apgd_restarts: int = 1, fab_steps: int = 100,
                  square_queries: int = 5000, autoattack_version: str = "standard") -> Attack:
-    if name == "fgsm":
-        if norm != "linf":
-            raise ValueError(f"evaluation.attacks: fgsm is an L-inf attack; with norm={norm!r} use pgd or apgd-ce")
-        return fgsm
     builders = {
+        "fgsm": lambda: lambda m, x, y, e, target=None: fgsm(m, x, y, e, target=target, norm=norm),
         "pgd": lambda: lambda m, x, y, e, target=None: pgd(
             m, x, y, e, steps=pgd_steps, step_size=pgd_step_size, random_start=pgd_random_start, target=target,
             norm=norm, loss=pgd_loss, restarts=pgd_restarts),

@@ -1,5 +1,6 @@
-"""Defenses. Adversarial training is a loss over clean and perturbed batches."""
+"""Defenses. Adversarial training is a training loss: loss(model, x, y) -> (loss, outputs)."""
 
-from advlab.defenses.mixed_loss import check_alpha, mixed_loss
+from advlab.defenses.mixed_loss import MixedLoss, check_alpha
+from advlab.defenses.trades import TradesLoss
 
-__all__ = ["mixed_loss", "check_alpha"]
+__all__ = ["MixedLoss", "TradesLoss", "check_alpha"]

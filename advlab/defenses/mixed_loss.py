@@ -1,15 +1,22 @@
-"""The seed study's adversarial-training loss: l'(x, y) = alpha * l(x, y) + (1 - alpha) * l(p(x), y).
+"""The seed study's adversarial-training loss, generalised to several perturbations:
+
+    l'(x, y) = alpha * l(x, y) + (1 - alpha) * sum_i w_i * l(p_i(x), y),   sum_i w_i = 1
 
 alpha = 1 is clean training, alpha = 0 trains on perturbed images only (the study's
-choice). Only the terms with non-zero weight are computed, so alpha = 0 costs one
-forward pass, not two.
+choice). With one perturbation this is the study's formula; with several (say FGSM
+and PGD) it is the study's proposed l' = a0 l(x) + a1 l(p1(x)) + ... + an l(pn(x)),
+with a0 = alpha swept by Hydra and the rest shared by the relative weights w.
+Only terms with non-zero weight are computed, so alpha = 0 costs no clean forward pass.
 """
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from advlab.attacks.perturbation import NoPerturbation, Perturbation
 
 
 def check_alpha(alpha: float) -> float:
@@ -19,14 +26,45 @@ def check_alpha(alpha: float) -> float:
     return alpha
 
 
-def mixed_loss(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor, alpha: float):
-    """Return (loss, outputs): outputs maps "clean"/"adv" to the model output of each term computed."""
-    outputs = {}
-    loss = x.new_zeros(())
-    if alpha > 0 or x_adv is None:
-        outputs["clean"] = model(x)
-        loss = loss + (alpha if x_adv is not None else 1.0) * F.cross_entropy(outputs["clean"], y)
-    if x_adv is not None and alpha < 1:
-        outputs["adv"] = model(x_adv)
-        loss = loss + (1 - alpha) * F.cross_entropy(outputs["adv"], y)
-    return loss, outputs
+def _relative_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    if weights is None:
+        return [1.0 / n] * n
+    weights = [float(w) for w in weights]
+    if len(weights) != n:
+        raise ValueError(f"loss.weights must hold one weight per perturbation ({n}), got {len(weights)}")
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) == 0:
+        raise ValueError(f"loss.weights must be finite numbers >= 0 with a positive sum, got {weights}")
+    return [w / sum(weights) for w in weights]
+
+
+class MixedLoss:
+    """Called as loss(model, x, y) -> (loss, outputs); outputs maps each computed term's
+    name ("clean", "adv", or "adv<i>_<perturbation>" when there are several) to the model output."""
+
+    def __init__(self, alpha: float = 1.0, perturbations: Sequence[Perturbation] = (),
+                 weights: Sequence[float] | None = None):
+        self.alpha = check_alpha(alpha)
+        kept = [(p, w) for p, w in zip(perturbations, _relative_weights(weights, len(perturbations)) if perturbations
+                                       else []) if not isinstance(p, NoPerturbation)]
+        # Without any perturbation the clean loss is the whole loss, whatever alpha says.
+        clean_weight = self.alpha if kept else 1.0
+        names = ["adv"] if len(kept) == 1 else [f"adv{i}_{p.name}" for i, (p, _) in enumerate(kept)]
+        self.terms = [(name, (1 - clean_weight) * w, p) for name, (p, w) in zip(names, kept)]
+        self.terms = [("clean", clean_weight, None)] + self.terms
+        self.terms = [term for term in self.terms if term[1] > 0]
+
+    @property
+    def adversarial(self) -> bool:
+        return any(p is not None for _, _, p in self.terms)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        # Perturb first, so every attack sees the model as it was at the start of the step.
+        inputs = {name: x if p is None else p(model, x, y) for name, _, p in self.terms}
+        loss, outputs = x.new_zeros(()), {}
+        for name, weight, _ in self.terms:
+            outputs[name] = model(inputs[name])
+            loss = loss + weight * F.cross_entropy(outputs[name], y)
+        return loss, outputs
+
+    def __repr__(self) -> str:
+        return "MixedLoss(" + ", ".join(f"{w:g} * {name}: {p!r}" for name, w, p in self.terms) + ")"
