@@ -71,6 +71,20 @@ class AdversarialClassifier(pl.LightningModule):
                 x_adv = self.val_attack(self.model, x, y)
             self.log("val/adv_acc", (self.model(x_adv).argmax(1) == y).float().mean(), prog_bar=True)
 
+    # Random starts (FGSM-RS, PGD, TRADES) and shuffling draw from torch's generators; saving
+    # them with the epoch's checkpoint makes a resumed run continue exactly as the killed one would have.
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["advlab_rng"] = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["advlab_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint):
+        rng = checkpoint.get("advlab_rng", {})
+        if "cpu" in rng:
+            torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
         if self.lr_schedule == "constant":

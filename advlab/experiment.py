@@ -76,21 +76,37 @@ def training_callbacks(cfg: DictConfig) -> list:
     return callbacks
 
 
+def resume_path(resume) -> Path | None:
+    """The last.ckpt to resume from: `resume` is a run folder or the checkpoint file itself."""
+    if not resume:
+        return None
+    path = Path(resume)
+    path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"resume: no checkpoint at {path} (give a run folder with checkpoints/last.ckpt, "
+                                "or the .ckpt file)")
+    return path
+
+
 def train_model(cfg: DictConfig, datamodule: CIFAR10DataModule, run_dir: Path, logger=None) -> tuple[nn.Module, dict]:
     """Fit cfg.model with cfg.loss; save run_dir/model.pt."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_classifier(cfg)
     callbacks = training_callbacks(cfg)
+    # checkpoints/last.ckpt after every epoch: what `resume=RUN_DIR` continues from.
+    # (top-1 without a monitor keeps the newest; save_last alone would write only when training ends)
+    last = pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                                        enable_version_counter=False)
     trainer = pl.Trainer(
         **cfg.trainer,
         logger=logger if logger is not None else False,
-        callbacks=callbacks,
-        enable_checkpointing=False,
+        callbacks=[*callbacks, last],
         inference_mode=False,  # validation runs attacks, which need gradients
         default_root_dir=str(run_dir),
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    # weights_only: the checkpoint holds tensors and plain values, and loading it runs no code from the file.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.resume), weights_only=True)
     model = getattr(module.model, "_orig_mod", module.model)  # torch.compile's wrapper holds the same weights
     info = {
         "seconds": round(time.perf_counter() - start, 1),
