@@ -30,6 +30,8 @@ class ExpectationModel(nn.Module):
     def __init__(self, model: nn.Module, samples: int):
         super().__init__()
         self.model, self.samples = model, samples
+        # A new Module starts in train mode; the attacks' mode guard would then put the wrapped model in it.
+        self.train(model.training)
 
     def forward(self, x):
         return torch.stack([self.model(x).log_softmax(1) for _ in range(self.samples)]).mean(0)

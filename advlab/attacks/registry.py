@@ -6,6 +6,7 @@ can aim at a class also take target=. The settings come from conf/evaluation/*.y
 
 from collections.abc import Callable
 
+from advlab.attacks.adaptive import adaptive_pgd, naive
 from advlab.attacks.apgd import apgd, apgd_targeted
 from advlab.attacks.autoattack import autoattack
 from advlab.attacks.fab import fab, fab_targeted, minimal_norms
@@ -16,8 +17,9 @@ from advlab.attacks.square import square
 Attack = Callable[..., object]
 
 # Attacks that accept target= (the others choose their own targets or are untargeted only).
-TARGETABLE = {"fgsm", "pgd", "apgd-ce", "square", "fab"}
-NAMES = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square", "autoattack")
+TARGETABLE = {"fgsm", "pgd", "apgd-ce", "square", "fab", "pgd-naive", "pgd-adaptive"}
+NAMES = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square", "autoattack", "pgd-naive",
+         "pgd-adaptive")
 
 
 class MinimumNormAttack:
@@ -37,12 +39,20 @@ class MinimumNormAttack:
 def build_attack(name: str, norm: str = "linf", seed: int = 0, pgd_steps: int = 30,
                  pgd_step_size: float | None = None, pgd_random_start: bool = False, pgd_restarts: int = 1,
                  pgd_loss: str = "ce", apgd_steps: int = 100, apgd_restarts: int = 1, fab_steps: int = 100,
-                 square_queries: int = 5000, autoattack_version: str = "standard") -> Attack:
+                 square_queries: int = 5000, autoattack_version: str = "standard", eot_samples: int = 10) -> Attack:
+    def pgd_attack(m, x, y, e, target=None):
+        return pgd(m, x, y, e, steps=pgd_steps, step_size=pgd_step_size, random_start=pgd_random_start,
+                   target=target, norm=norm, loss=pgd_loss, restarts=pgd_restarts)
+
     builders = {
         "fgsm": lambda: lambda m, x, y, e, target=None: fgsm(m, x, y, e, target=target, norm=norm),
-        "pgd": lambda: lambda m, x, y, e, target=None: pgd(
-            m, x, y, e, steps=pgd_steps, step_size=pgd_step_size, random_start=pgd_random_start, target=target,
-            norm=norm, loss=pgd_loss, restarts=pgd_restarts),
+        "pgd": lambda: pgd_attack,
+        # Purification defenses: PGD on the classifier alone (the naive evaluation), and PGD through the
+        # purifier with EOT over its randomness and BPDA over its non-differentiable steps (the adaptive one).
+        "pgd-naive": lambda: naive(pgd_attack),
+        "pgd-adaptive": lambda: lambda m, x, y, e, target=None: adaptive_pgd(
+            m, x, y, e, steps=pgd_steps, step_size=pgd_step_size, eot_samples=eot_samples, norm=norm,
+            loss=pgd_loss, restarts=pgd_restarts, target=target),
         "apgd-ce": lambda: lambda m, x, y, e, target=None: apgd(
             m, x, y, e, norm=norm, steps=apgd_steps, loss="ce", target=target, restarts=apgd_restarts, seed=seed),
         "apgd-dlr": lambda: lambda m, x, y, e: apgd(
