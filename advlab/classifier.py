@@ -64,12 +64,13 @@ class AdversarialClassifier(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self.log("val/acc", (self.model(x).argmax(1) == y).float().mean(), prog_bar=True)
+        self.log("val/acc", (self.model(x).argmax(1) == y).float().mean(), prog_bar=True, sync_dist=True)
         if self.val_attack is not None and (self.val_attack_batches is None or batch_idx < self.val_attack_batches):
             # Lightning validates under no_grad; the attack needs input gradients.
             with torch.enable_grad():
                 x_adv = self.val_attack(self.model, x, y)
-            self.log("val/adv_acc", (self.model(x_adv).argmax(1) == y).float().mean(), prog_bar=True)
+            self.log("val/adv_acc", (self.model(x_adv).argmax(1) == y).float().mean(), prog_bar=True,
+                     sync_dist=True)
 
     # Random starts (FGSM-RS, PGD, TRADES) and shuffling draw from torch's generators; saving
     # them with the epoch's checkpoint makes a resumed run continue exactly as the killed one would have.

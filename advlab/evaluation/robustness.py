@@ -7,18 +7,25 @@ Discipline (after AutoAttack):
   worst case, still robust at the previous eps), which changes no number and
   saves the work on images already lost;
 - targeted success is counted over images whose true class is not the target.
+
+Scale: the test set streams batch by batch (data.eval_batch_size), and only integer
+counts outlive a batch, never adversarial images. Under torch.distributed (Lightning
+DDP) each rank evaluates its own shard and the counts are summed once at the end
+(advlab.evaluation.distributed), so every rank returns the numbers of the whole set.
 """
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from advlab.attacks import fgsm
 from advlab.attacks.registry import TARGETABLE
-from advlab.attacks._core import check_eps, eval_mode
+from advlab.attacks._core import check_classes, check_eps, eval_mode
 from advlab.data import to_unit_float
+from advlab.evaluation.distributed import all_reduce_sum, rank_and_world_size, shard
+from advlab.evaluation.progress import progress_bar, progress_enabled
 from advlab.evaluation.stats import Rate
 
 # (model, x, y, eps, target=None) -> adversarial x
@@ -39,6 +46,35 @@ def _batches(loader: Iterable, device) -> Iterable[tuple[torch.Tensor, torch.Ten
         yield to_unit_float(x.to(device)), y.to(device)
 
 
+@dataclass
+class _Counts:
+    """Integer tallies: summed over batches, then over ranks with a single all-reduce."""
+
+    images: int
+    clean: int
+    not_target: int
+    confusion: torch.Tensor  # (true class, predicted class)
+    robust: dict[str, torch.Tensor]  # curve -> count per eps
+    perturbed: torch.Tensor  # per eps
+    hits: dict[str, torch.Tensor]  # targeted attack -> count per eps
+
+    @classmethod
+    def zeros(cls, curves, targeted, n_eps: int, num_classes: int) -> "_Counts":
+        def per_eps():
+            return torch.zeros(n_eps, dtype=torch.long)
+
+        return cls(0, 0, 0, torch.zeros(num_classes, num_classes, dtype=torch.long),
+                   {name: per_eps() for name in curves}, per_eps(), {name: per_eps() for name in targeted})
+
+    def summed_over_ranks(self) -> "_Counts":
+        scalars, confusion, perturbed, *curves = all_reduce_sum(
+            [torch.tensor([self.images, self.clean, self.not_target]), self.confusion, self.perturbed,
+             *self.robust.values(), *self.hits.values()])
+        robust, hits = curves[:len(self.robust)], curves[len(self.robust):]
+        return _Counts(*map(int, scalars), confusion, dict(zip(self.robust, robust)), perturbed,
+                       dict(zip(self.hits, hits)))
+
+
 def evaluate_robustness(
     model: nn.Module,
     loader: Iterable,
@@ -48,6 +84,7 @@ def evaluate_robustness(
     num_classes: int = 10,
     per_attack: bool = True,
     norm: str = "linf",
+    progress: bool | None = None,
 ) -> dict:
     """Everything the reports need, as plain numbers (JSON-ready).
 
@@ -64,63 +101,99 @@ def evaluate_robustness(
     every attack on every clean-correct image, to report each attack's own curve;
     per_attack=False (AutoAttack style) runs the attacks in sequence on the images
     still robust, which is faster and gives the same worst case.
+
+    Under an initialised torch.distributed process group with several ranks, every rank
+    must call this with the same loader (the whole test set): each evaluates its shard
+    (see distributed.shard) and all return the same results for the whole set.
+
+    progress: a bar with ETA on stderr, rank 0 only. None (auto): shown when stderr is a
+    terminal; True: shown even when it is not; False: never. ADVLAB_QUIET=1 hides it always.
     """
     eps = sorted(check_eps(e, "evaluation.eps") for e in eps)
     device = _device(model)
-    confusion = MulticlassConfusionMatrix(num_classes=num_classes).to(device)
-    n = clean_correct = n_not_target = 0
+    rank, world_size = rank_and_world_size()
+    loader = shard(loader, rank, world_size)
     curves = [*attacks, "worst_case"] if per_attack else ["worst_case"]
-    robust = {name: torch.zeros(len(eps), dtype=torch.long) for name in curves}
-    perturbed = torch.zeros(len(eps), dtype=torch.long)
-    targeted = {name: attack for name, attack in attacks.items() if name in TARGETABLE}
-    hits = {name: torch.zeros(len(eps), dtype=torch.long) for name in targeted}
-
-    with eval_mode(model):
+    targeted = {name: attack for name, attack in attacks.items() if name in TARGETABLE} if target is not None else {}
+    counts = _Counts.zeros(curves, targeted, len(eps), num_classes)
+    bar = progress_bar(_total_units(loader, len(eps) * (len(attacks) + len(targeted))),
+                       progress_enabled(progress, rank))
+    with eval_mode(model), bar:
         for x, y in _batches(loader, device):
-            pred = predict(model, x)
-            confusion.update(pred, y)
-            correct = pred == y
-            n += len(y)
-            clean_correct += int(correct.sum())
-            worst = correct.clone()
-            norms = {}  # minimum-norm attacks: one run per batch serves every eps
-            for i, e in enumerate(eps):
-                if norm == "linf":
-                    perturbed[i] += int((predict(model, fgsm(model, x, y, e)) == y).sum()) if e > 0 else int(correct.sum())
-                if per_attack:
-                    for name, attack in attacks.items():
-                        still = _survives(model, attack, x, y, correct, e, norms, name)
-                        robust[name][i] += int(still.sum())
-                        worst &= still
-                else:
-                    for name, attack in attacks.items():
-                        worst = _survives(model, attack, x, y, worst, e, norms, name)
-                robust["worst_case"][i] += int(worst.sum())
-            if target is not None:
-                others = y != target
-                n_not_target += int(others.sum())
-                for name, attack in targeted.items():
-                    for i, e in enumerate(eps):
-                        hits[name][i] += _targeted_hits(model, attack, x[others], y[others], target, e)
+            _count_batch(model, x, y, eps, attacks, targeted, target, per_attack, norm, counts, bar.update)
+    return _results(counts.summed_over_ranks(), eps, norm, target)
 
-    counts = confusion.compute().cpu()
+
+def _total_units(loader, units_per_batch: int) -> int | None:
+    try:
+        return len(loader) * units_per_batch
+    except TypeError:  # a generator or an iterable dataset: the bar shows no ETA
+        return None
+
+
+def _count_batch(model, x, y, eps, attacks, targeted, target, per_attack, norm, counts: _Counts, tick) -> None:
+    """Add one batch to `counts`; tick() once per attack run at one eps."""
+    pred = predict(model, x)
+    counts.confusion += _confusion(y, pred, counts.confusion.shape[0])
+    correct = pred == y
+    counts.images += len(y)
+    counts.clean += int(correct.sum())
+    worst = correct.clone()
+    norms = {}  # minimum-norm attacks: one run per batch serves every eps
+    for i, e in enumerate(eps):
+        if norm == "linf":
+            perturbed = predict(model, fgsm(model, x, y, e)) == y if e > 0 else correct
+            counts.perturbed[i] += int(perturbed.sum())
+        for name, attack in attacks.items():
+            if per_attack:
+                still = _survives(model, attack, x, y, correct, e, norms, name)
+                counts.robust[name][i] += int(still.sum())
+                worst &= still
+            else:
+                worst = _survives(model, attack, x, y, worst, e, norms, name)
+            tick()
+        counts.robust["worst_case"][i] += int(worst.sum())
+    if targeted:
+        others = y != target
+        counts.not_target += int(others.sum())
+        for name, attack in targeted.items():
+            for i, e in enumerate(eps):
+                counts.hits[name][i] += _targeted_hits(model, attack, x[others], y[others], target, e)
+                tick()
+
+
+def _confusion(y: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts (true class, predicted class) of one batch, on the CPU.
+
+    Counted here rather than by torchmetrics, whose compute() syncs across ranks by itself:
+    this way the matrix is summed over ranks once, with the other counts."""
+    check_classes(y, num_classes, "labels")
+    check_classes(pred, num_classes, f"predicted classes (num_classes={num_classes})")
+    return torch.bincount((y * num_classes + pred).cpu(), minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def _results(counts: _Counts, eps: list[float], norm: str, target: int | None) -> dict:
+    n = counts.images
+    cm = counts.confusion
     results = {
         "n_images": n,
-        "clean": Rate(clean_correct, n).to_dict(),
+        "clean": Rate(counts.clean, n).to_dict(),
         "confusion_matrix": {
-            "counts": counts.tolist(),
+            "counts": cm.tolist(),
             # Rows are true classes; each row sums to 100% (rows with no images stay 0).
-            "row_percent": (100 * counts / counts.sum(1, keepdim=True).clamp(min=1)).tolist(),
+            "row_percent": (100 * cm / cm.sum(1, keepdim=True).clamp(min=1)).tolist(),
         },
-        "robustness": {"eps": eps, "accuracy": {k: [Rate(int(c), n).to_dict() for c in v] for k, v in robust.items()}},
+        "robustness": {"eps": eps, "accuracy": {k: [Rate(int(c), n).to_dict() for c in v]
+                                                for k, v in counts.robust.items()}},
     }
     if norm == "linf":
-        results["perturbed"] = {"attack": "fgsm", "eps": eps, "accuracy": [Rate(int(c), n).to_dict() for c in perturbed]}
+        results["perturbed"] = {"attack": "fgsm", "eps": eps,
+                                "accuracy": [Rate(int(c), n).to_dict() for c in counts.perturbed]}
     if target is not None:
         results["targeted"] = {
             "target": int(target),
             "eps": eps,
-            "success": {k: [Rate(int(c), n_not_target).to_dict() for c in v] for k, v in hits.items()},
+            "success": {k: [Rate(int(c), counts.not_target).to_dict() for c in v] for k, v in counts.hits.items()},
         }
     return results
 
