@@ -25,9 +25,11 @@ from advlab.defenses import check_alpha
 from advlab.attacks.registry import build_attacks
 from advlab.evaluation import adversarial_examples, evaluate_robustness
 from advlab.evaluation.checks import run_checks
+from advlab.evaluation.distributed import rank_and_world_size
 from advlab.io import write_json
 from advlab.models import MODELS, build_model
 from advlab.provenance import provenance
+from advlab.report import write_report
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -44,10 +46,16 @@ def run_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def is_rank_zero() -> bool:
+    """True outside distributed runs; under DDP only for the process that writes files."""
+    return rank_and_world_size()[0] == 0
+
+
 def evaluation_device(cfg: DictConfig) -> torch.device:
     wanted = cfg.evaluation.get("device", "auto")
     if wanted == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # current_device(): under DDP, Lightning gives each process its own GPU.
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     return torch.device(wanted)
 
 
@@ -117,12 +125,13 @@ def train_model(cfg: DictConfig, datamodule: CIFAR10DataModule, run_dir: Path, l
         "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
         "guard": callbacks[0].summary(),
     }
-    save_checkpoint(
-        run_dir / "model.pt",
-        model,
-        OmegaConf.to_container(cfg.model, resolve=True),
-        metadata={"training": json.dumps(info), "config": json.dumps(OmegaConf.to_container(cfg, resolve=True))},
-    )
+    if is_rank_zero():
+        save_checkpoint(
+            run_dir / "model.pt",
+            model,
+            OmegaConf.to_container(cfg.model, resolve=True),
+            metadata={"training": json.dumps(info), "config": json.dumps(OmegaConf.to_container(cfg, resolve=True))},
+        )
     return model.eval(), info
 
 
@@ -133,7 +142,7 @@ def attacks_from_config(cfg: DictConfig) -> dict:
         pgd_steps=ev.pgd.steps, pgd_step_size=ev.pgd.step_size, pgd_random_start=ev.pgd.random_start,
         pgd_restarts=ev.pgd.restarts, pgd_loss=ev.pgd.loss, apgd_steps=ev.apgd.steps,
         apgd_restarts=ev.apgd.restarts, fab_steps=ev.fab.steps, square_queries=ev.square.queries,
-        autoattack_version=ev.autoattack.version)
+        autoattack_version=ev.autoattack.version, eot_samples=ev.adaptive.eot_samples)
 
 
 def evaluate_model(cfg: DictConfig, model: nn.Module, datamodule: CIFAR10DataModule, run_dir: Path,
@@ -149,9 +158,11 @@ def evaluate_model(cfg: DictConfig, model: nn.Module, datamodule: CIFAR10DataMod
     datamodule.setup("test")
     pl.seed_everything(cfg.seed, verbose=False)  # random starts, if configured, are reproducible
     results = evaluate_robustness(model, datamodule.test_dataloader(), eps, attacks, target,
-                                  per_attack=ev.per_attack, norm=ev.norm)
+                                  per_attack=ev.per_attack, norm=ev.norm, progress=ev.progress)
     if target is not None:
         results["targeted"]["target_name"] = CLASS_NAMES[target]
+    if not is_rank_zero():  # under DDP the counts are already gathered; checks and figures are rank 0's
+        return results, {}
     if ev.checks.enabled and attacks:
         x, y = datamodule.test_set.tensors
         n = ev.checks.n_images
@@ -204,6 +215,8 @@ def train_and_evaluate(cfg: DictConfig, datamodule: CIFAR10DataModule, run_dir: 
         start = time.perf_counter()
         results, figures = evaluate_model(cfg, model, datamodule, run_dir, title=name)
         results["evaluation_seconds"] = round(time.perf_counter() - start, 1)
+        if not is_rank_zero():
+            return results
         results = {
             "name": name,
             "seed": cfg.seed,
@@ -215,6 +228,7 @@ def train_and_evaluate(cfg: DictConfig, datamodule: CIFAR10DataModule, run_dir: 
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
         write_json(run_dir / "results.json", results)
+        write_report(run_dir)  # report.html: the results and figures in one self-contained page
         tracking.log_results(logger, results, figures)
     finally:
         tracking.finish(logger)
@@ -262,6 +276,8 @@ def run(cfg: DictConfig):
     if cfg.task != "experiment":
         raise ValueError(f"task must be 'experiment' or 'seed_study', got {cfg.task!r}")
     results = train_and_evaluate(cfg, datamodule, run_dir, name=cfg.name, group=sweep_group())
+    if not is_rank_zero():
+        return results
     print_summary(results)
     print(f"results: {run_dir / 'results.json'}")
     return results

@@ -76,14 +76,48 @@ def rate_curves(eps: Sequence[float], curves: dict[str, Sequence[dict]], path, y
     return _save(fig, path)
 
 
+def _unit(image: torch.Tensor) -> torch.Tensor:
+    return image.float() / 255 if image.dtype == torch.uint8 else image.float()
+
+
+def _amplified(deltas: list[torch.Tensor]) -> tuple[list[np.ndarray], float]:
+    """Perturbations as images around gray 0.5, scaled by k so the largest |delta| of the row maps to 0.5.
+
+    One k per row (not per image) keeps the images of a row comparable; k is returned
+    so the figure can say it. k = 0 when nothing moved (the panel stays gray).
+    """
+    peak = max(float(d.abs().max()) for d in deltas)
+    k = 0.5 / peak if peak > 0 else 0.0
+    return [(0.5 + k * d).clamp(0, 1).permute(1, 2, 0).cpu().numpy() for d in deltas], k
+
+
 def adversarial_examples(rows: Sequence[tuple], labels: Sequence[int], class_names: Sequence[str], path,
-                         title: str):
-    """Rows: one eps each (eps = 0 is the original); columns: images, titled with prediction and confidence."""
+                         title: str, originals: torch.Tensor | None = None):
+    """Rows: (eps, x_adv, pred, confidence), one per eps; eps = 0 first is the original.
+
+    Each image gets two columns: the (adversarial) image titled with its prediction and
+    confidence (red = wrong), and, on attacked rows, its perturbation x_adv - x amplified
+    for visibility (gray = unchanged; the row's amplification k is in the panel title).
+    The originals are rows[0] when its eps is 0, else `originals`; without either, the
+    perturbation columns are left out.
+    """
+    if originals is None and rows[0][0] == 0:
+        originals = rows[0][1]
     columns = len(rows[0][1])
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.5 * columns, 1.7 * len(rows)), squeeze=False)
+    pair = 2 if originals is not None else 1
+    # A narrow spacer column between images keeps each image next to its own perturbation.
+    ratios = ([1] * pair + [0.15]) * columns
+    fig, axes = plt.subplots(len(rows), len(ratios), figsize=((1.2 * pair + 0.18) * columns, 1.6 * len(rows) + 0.4),
+                             squeeze=False, gridspec_kw={"width_ratios": ratios, "wspace": 0.08})
+    for ax in axes.flat:
+        ax.axis("off")
     for r, (eps, images, preds, confs) in enumerate(rows):
+        attacked = originals is not None and eps > 0
+        if attacked:
+            deltas, k = _amplified([_unit(images[c]) - _unit(originals[c]) for c in range(columns)])
         for c in range(columns):
-            ax = axes[r, c]
+            ax = axes[r, c * (pair + 1)]
+            ax.axis("on")
             ax.imshow(_hwc(images[c]), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -94,6 +128,49 @@ def adversarial_examples(rows: Sequence[tuple], labels: Sequence[int], class_nam
             ax.set_title(text, fontsize=7, color="red" if wrong else "black")
             if c == 0:
                 ax.set_ylabel("original" if eps == 0 else f"eps={eps:g}", fontsize=8)
+            if attacked:
+                ax = axes[r, c * (pair + 1) + 1]
+                ax.imshow(deltas[c], interpolation="nearest")
+                ax.set_title(f"perturbation ×{k:.3g}" if k else "no change", fontsize=6.5)
+    if originals is not None:
+        title = f"{title}\nperturbation = 0.5 + k (x_adv - x), k per row so the largest |x_adv - x| maps to 0.5"
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
+
+def heatmap(panels: dict[str, Sequence[Sequence[float]]], row_labels: Sequence[str], col_labels: Sequence[str],
+            path, title: str, xlabel: str, ylabel: str, value_label: str = "accuracy (%)", vmax: float = 100.0):
+    """One panel per key (e.g. per attack), all on one colour scale [0, vmax]; each cell shows its value.
+
+    Panels wrap onto several rows when side by side they would be wider than a page
+    (the figure is read at about 12 inches). NaN cells (a combination that was not
+    run) are left blank and marked "-".
+    """
+    rows, cols = len(row_labels), len(col_labels)
+    label_width = 0.09 * max(map(len, row_labels)) + 0.6
+    panel_width = 0.6 * cols + 0.3
+    per_line = max(1, min(len(panels), int((12 - label_width) // panel_width)))
+    lines = -(-len(panels) // per_line)
+    fig, axes = plt.subplots(lines, per_line, squeeze=False, layout="constrained",
+                             figsize=(label_width + panel_width * per_line + 1.0, (1.0 + 0.4 * rows) * lines + 0.4))
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    image = None
+    for n, (ax, (name, values)) in enumerate(zip(axes.flat, panels.items())):
+        m = np.asarray(values, dtype=float).reshape(rows, cols)
+        image = ax.imshow(np.ma.masked_invalid(m), cmap="viridis", vmin=0, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(cols), col_labels, rotation=45 if cols > 6 else 0)
+        first = n % per_line == 0  # row labels only on the left of each line of panels
+        ax.set_yticks(range(rows), row_labels if first else [""] * rows)
+        if first:
+            ax.set_ylabel(ylabel)
+        ax.set_xlabel(xlabel)
+        ax.set_title(name, fontsize=10)
+        for i in range(rows):
+            for j in range(cols):
+                ok = np.isfinite(m[i, j])
+                ax.text(j, i, f"{m[i, j]:.1f}" if ok else "-", ha="center", va="center", fontsize=8,
+                        color="black" if ok and m[i, j] > 0.6 * vmax else "white" if ok else "gray")
+    fig.colorbar(image, ax=axes.ravel().tolist(), label=value_label, fraction=0.05, pad=0.02)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

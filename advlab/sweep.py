@@ -3,7 +3,8 @@
 Hydra calls SweepSummary.on_multirun_end (registered in conf/config.yaml); it reads
 each job's results.json and writes, into the sweep folder, sweep_summary.md (one
 row per job: its overrides, clean accuracy and worst-case robust accuracy per eps,
-with 95% intervals), sweep_summary.json and sweep_accuracy_vs_eps.png.
+with 95% intervals), sweep_summary.json, sweep_accuracy_vs_eps.png and the HTML
+report (report.html, with each run's own report.html; see advlab/report.py).
 `python -m advlab.sweep multirun/NAME/DATE` does the same for a finished sweep.
 """
 
@@ -18,7 +19,7 @@ from advlab.evaluation.stats import format_rate
 from advlab.io import write_json, write_text
 
 
-def _job_results(sweep_dir: Path) -> list[dict]:
+def job_results(sweep_dir: Path) -> list[dict]:
     jobs = []
     for path in sorted(sweep_dir.glob("*/results.json"), key=lambda p: (not p.parent.name.isdigit(), p.parent.name.zfill(6))):
         with open(path, encoding="utf-8") as f:
@@ -26,23 +27,48 @@ def _job_results(sweep_dir: Path) -> list[dict]:
     return jobs
 
 
-def _label(job: dict) -> str:
-    keep = [o for o in job.get("overrides", []) if not o.startswith("+experiment=") and not o.startswith("+debug=")]
+def parsed_overrides(job: dict) -> dict[str, str]:
+    return dict(o.split("=", 1) for o in job.get("overrides", []) if "=" in o)
+
+
+def swept_keys(jobs: list[dict]) -> list[str]:
+    """The override keys whose value differs between jobs (or that only some jobs set), in command-line order."""
+    parsed = [parsed_overrides(j) for j in jobs]
+    keys = dict.fromkeys(k for p in parsed for k in p)
+    return [k for k in keys if len({p.get(k) for p in parsed}) > 1]
+
+
+def shared_overrides(jobs: list[dict]) -> list[str]:
+    """The overrides every job was given with the same value."""
+    swept = set(swept_keys(jobs))
+    return [o for o in jobs[0].get("overrides", []) if o.split("=", 1)[0] not in swept]
+
+
+def job_label(job: dict, keys: list[str] | None = None) -> str:
+    """The job's values of the swept `keys`, e.g. "eps=0.01 alpha=0"; without keys, all but experiment and debug."""
+    if keys:
+        parsed = parsed_overrides(job)
+        keep = [f"{k}={parsed[k]}" for k in keys if k in parsed]
+    else:
+        keep = [o for o in job.get("overrides", []) if not o.startswith(("+experiment=", "+debug="))]
     return " ".join(keep) or f"job {job['job']}"
 
 
 def write_sweep_summary(sweep_dir: str | Path) -> Path | None:
     sweep_dir = Path(sweep_dir)
-    jobs = _job_results(sweep_dir)
+    jobs = job_results(sweep_dir)
     if not jobs:
         return None
     eps = sorted({e for job in jobs for e in job["robustness"]["eps"]})
+    keys = swept_keys(jobs)
     header = "| job | overrides | clean | " + " | ".join(f"worst case eps={e:g}" for e in eps) + " |"
     lines = [
         f"# Sweep {sweep_dir}",
         "",
         f"{len(jobs)} runs, {jobs[0]['n_images']} test images each; accuracies with 95% Wilson intervals. "
         "Worst case: an image counts only if every evaluated attack fails on it.",
+        "",
+        f"Overrides shared by every run: `{' '.join(shared_overrides(jobs)) or '(none)'}`",
         "",
         header,
         "|" + "---|" * (3 + len(eps)),
@@ -51,9 +77,10 @@ def write_sweep_summary(sweep_dir: str | Path) -> Path | None:
     for job in jobs:
         by_eps = dict(zip(job["robustness"]["eps"], job["robustness"]["accuracy"]["worst_case"]))
         cells = [format_rate(by_eps[e]) if e in by_eps else "-" for e in eps]
-        lines.append(f"| {job['job']} | {_label(job)} | {format_rate(job['clean'])} | " + " | ".join(cells) + " |")
+        lines.append(f"| {job['job']} | {job_label(job, keys)} | {format_rate(job['clean'])} | "
+                     + " | ".join(cells) + " |")
         if len(by_eps) > 1:
-            curves[_label(job)] = (sorted(by_eps), [by_eps[e] for e in sorted(by_eps)])
+            curves[job_label(job, keys)] = (sorted(by_eps), [by_eps[e] for e in sorted(by_eps)])
     lines += ["", "![worst-case accuracy vs eps](sweep_accuracy_vs_eps.png)", ""]
     if curves:
         common = sorted(set.intersection(*(set(c[0]) for c in curves.values())))
@@ -66,14 +93,25 @@ def write_sweep_summary(sweep_dir: str | Path) -> Path | None:
     return write_text(sweep_dir / "sweep_summary.md", "\n".join(lines))
 
 
+def write_sweep_files(sweep_dir: str | Path) -> bool:
+    """The summary, then the HTML report (which also writes every run's report); False when no job finished."""
+    from advlab.report import write_report  # report builds on this module: imported here, not at the top
+
+    path = write_sweep_summary(sweep_dir)
+    if path is None:
+        return False
+    print(f"sweep summary: {path}")
+    print(f"sweep report: {write_report(sweep_dir)}")
+    return True
+
+
 class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
-        path = write_sweep_summary(config.hydra.sweep.dir)
-        if path is not None:
-            print(f"sweep summary: {path}")
+        write_sweep_files(config.hydra.sweep.dir)
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m advlab.sweep SWEEP_DIR")
-    print(write_sweep_summary(sys.argv[1]) or f"no */results.json under {sys.argv[1]}")
+    if not write_sweep_files(sys.argv[1]):
+        sys.exit(f"no */results.json under {sys.argv[1]}")
