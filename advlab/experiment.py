@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from advlab import plots, tracking
-from advlab.attacks._core import check_eps
+from advlab.attacks._core import check_eps, check_norm
 from advlab.checkpoint import load, save_checkpoint
 from advlab.classifier import AdversarialClassifier
 from advlab.data import CLASS_NAMES, CIFAR10DataModule, class_index, to_unit_float
@@ -59,6 +59,12 @@ def evaluation_device(cfg: DictConfig) -> torch.device:
     return torch.device(wanted)
 
 
+def build_loss(cfg: DictConfig):
+    # Resolved first: instantiate does not descend into interpolated nodes such as ${perturbation};
+    # _convert_="all" passes lists as Python lists (a ListConfig would turn dataclass perturbations back into configs).
+    return instantiate(OmegaConf.to_container(cfg.loss, resolve=True), _convert_="all")
+
+
 def build_classifier(cfg: DictConfig) -> AdversarialClassifier:
     """The LightningModule of cfg: model, training loss, optimizer, robust validation check."""
     model = build_model(**cfg.model)
@@ -67,9 +73,7 @@ def build_classifier(cfg: DictConfig) -> AdversarialClassifier:
     val_attack = instantiate(cfg.validation.attack) if cfg.validation.attack and cfg.eps > 0 else None
     return AdversarialClassifier(
         torch.compile(model) if cfg.training.compile else model,
-        # Resolved first: instantiate does not descend into interpolated nodes such as ${perturbation};
-        # _convert_="all" passes lists as Python lists (a ListConfig would turn dataclass perturbations back into configs).
-        loss=instantiate(OmegaConf.to_container(cfg.loss, resolve=True), _convert_="all"),
+        loss=build_loss(cfg),
         optimizer=instantiate(cfg.optimizer),
         lr_schedule=cfg.lr_schedule,
         val_attack=val_attack,
@@ -241,7 +245,11 @@ def check_config(cfg: DictConfig) -> None:
     check_alpha(cfg.alpha)
     if cfg.model.name not in MODELS:
         raise ValueError(f"model.name: unknown name {cfg.model.name!r}; registered models are {sorted(MODELS)}")
+    check_norm(cfg.evaluation.norm)
     attacks_from_config(cfg)
+    if not cfg.get("checkpoint"):  # the training objects check their own arguments
+        build_loss(cfg)
+        training_callbacks(cfg)
     if cfg.evaluation.target is not None:
         class_index(cfg.evaluation.target)
     for e in cfg.evaluation.eps:

@@ -131,11 +131,32 @@ def test_bad_value_on_the_command_line_names_the_key(cifar_root, tmp_path):
     ("evaluation.eps=[0.0,-1]", ValueError, r"evaluation.eps must be a finite number >= 0"),
     ("evaluation.attacks=[fgsm,cw]", ValueError, r"unknown attack\(s\) \['cw'\]"),
     ("data.source=hdf5", Exception, r"data.source must be one of"),
+    ("norm=l3", ValueError, r"norm must be one of \('linf', 'l2'\), got 'l3'"),
+    ("guard.action=panic", Exception, r"guard.action must be one of"),
+    ("loss=trades loss.beta=-1", Exception, r"loss.beta"),
 ])
 def test_bad_config_values_fail_early_with_the_key(override, error, match, tmp_path):
-    cfg = config("+experiment=fgsm_defense", *SMOKE, "logger=none", override, f"+output_dir={tmp_path}")
+    cfg = config("+experiment=fgsm_defense", *SMOKE, "logger=none", *override.split(), f"+output_dir={tmp_path}")
     with pytest.raises(error, match=match):
         run(cfg)
+
+
+def test_help_lists_experiments_defenses_and_models():
+    proc = advlab_cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    listing = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if re.match(r"^\w+: ", line))
+    assert {"seed_study", "defense_comparison", "defense_gpu", "evaluate"} <= set(listing["experiment"].split(", "))
+    assert {"pgd", "trades", "n_fgsm", "vae"} <= set(listing["defense"].split(", "))
+    assert {"seed_cnn", "preact_resnet18", "wide_resnet", "purified"} <= set(listing["model"].split(", "))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model=resnet9", "Could not find 'model/resnet9'\n\nAvailable options in 'model':\n\tlipschitz_cnn"),
+    ("evaluaton.eps=1", "Key 'evaluaton' is not in struct"),
+])
+def test_misspelt_option_or_key_is_refused_with_what_exists(override, message):
+    proc = advlab_cli(override, "--cfg", "job")
+    assert proc.returncode != 0 and message in proc.stderr
 
 
 def test_missing_data_error_reaches_the_user(tmp_path):
