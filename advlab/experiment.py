@@ -283,12 +283,24 @@ def run(cfg: DictConfig):
         return run_seed_study(cfg, datamodule, run_dir)
     if cfg.task != "experiment":
         raise ValueError(f"task must be 'experiment' or 'seed_study', got {cfg.task!r}")
-    results = train_and_evaluate(cfg, datamodule, run_dir, name=cfg.name, group=sweep_group())
+    results = train_and_evaluate(cfg, datamodule, run_dir, name=run_name(cfg), group=sweep_group())
     if not is_rank_zero():
         return results
     print_summary(results)
     print(f"results: {run_dir / 'results.json'}")
     return results
+
+
+def run_name(cfg: DictConfig) -> str:
+    """cfg.name, and in a multirun the job's own overrides ("defense_comparison +defense=pgd"), so the
+    W&B runs of a sweep are told apart by name as well as by their config columns."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        return cfg.name
+    skip = ("+experiment=", "+debug=", "logger", "hydra.", "data.root=")
+    return " ".join([cfg.name, *(o for o in run_overrides() if not o.startswith(skip))])
 
 
 def sweep_group() -> str | None:
