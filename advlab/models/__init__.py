@@ -12,6 +12,7 @@ from collections.abc import Callable
 from torch import nn
 
 from advlab.defenses.purification import build_purified
+from advlab.models.lipschitz import LipschitzCNN
 from advlab.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
 from advlab.models.preact_resnet import PreActResNet18
 from advlab.models.seed_cnn import SeedCNN
@@ -35,6 +36,7 @@ def build_model(name: str, **kwargs) -> nn.Module:
 register("seed_cnn", SeedCNN)
 register("preact_resnet18", PreActResNet18)
 register("wide_resnet", WideResNet)
+register("lipschitz_cnn", LipschitzCNN)  # 1-Lipschitz in L2: certified robustness from its margins
 register("purified", build_purified)  # a classifier behind a VAE purifier (advlab/defenses/purification.py)
 
 __all__ = ["MODELS", "register", "build_model", "SeedCNN", "PreActResNet18", "WideResNet", "Normalize",
