@@ -22,6 +22,7 @@ from advlab.checkpoint import load, save_checkpoint
 from advlab.classifier import AdversarialClassifier
 from advlab.data import CLASS_NAMES, CIFAR10DataModule, class_index, to_unit_float
 from advlab.defenses import check_alpha
+from advlab.defenses.lipschitz import certified_accuracy
 from advlab.attacks.registry import build_attacks
 from advlab.evaluation import adversarial_examples, evaluate_robustness
 from advlab.evaluation.checks import run_checks
@@ -167,6 +168,11 @@ def evaluate_model(cfg: DictConfig, model: nn.Module, datamodule: CIFAR10DataMod
         results["targeted"]["target_name"] = CLASS_NAMES[target]
     if not is_rank_zero():  # under DDP the counts are already gathered; checks and figures are rank 0's
         return results, {}
+    if hasattr(model, "lipschitz_constant") and ev.norm == "l2":  # a provable bound: certified accuracy too
+        x, y = datamodule.test_set.tensors
+        results["certified"] = {"eps": eps, "lipschitz_constant": float(model.lipschitz_constant), "accuracy": [
+            certified_accuracy(model, to_unit_float(x.to(device)), y.to(device), e, batch_size=datamodule.eval_batch_size).to_dict()
+            for e in eps]}
     if ev.checks.enabled and attacks:
         x, y = datamodule.test_set.tensors
         n = ev.checks.n_images

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from advlab import plots
 from advlab.evaluation.stats import Rate, format_rate
 from advlab.io import write_text
-from advlab.sweep import (job_label, job_results, parsed_overrides, shared_overrides, swept_keys,
+from advlab.sweep import (comparison_rows, job_label, job_results, parsed_overrides, shared_overrides, swept_keys,
                           write_sweep_summary)
 
 REPORT = "report.html"
@@ -296,6 +296,20 @@ def _runs_table(jobs: list[dict]) -> str:
                   groups=[("", 3), ("worst-case accuracy at eval eps", len(eps)), ("", 1)])
 
 
+def _comparison_table(jobs: list[dict]) -> str:
+    attacks, rows = comparison_rows(jobs)
+    has_certified = any(r["certified"] for r in rows)
+    cells = []
+    for r in rows:
+        cells.append([f'<a href="{_e(r["job"])}/{REPORT}">{_e(r["job"])}</a>', f"<code>{_e(r['label'])}</code>",
+                      _e(r["norm"]), _e(f"{r['eps']:.4g}"), _e(format_rate(r["clean"])),
+                      *(_e(format_rate(r["attacks"][a])) if a in r["attacks"] else "-" for a in attacks),
+                      f"<b>{_e(format_rate(r['worst_case']))}</b>",
+                      *([_e(format_rate(r["certified"])) if r["certified"] else "-"] if has_certified else [])])
+    return _table(["run", "overrides", "norm", "eps", "clean", *attacks, "worst case",
+                   *(["certified"] if has_certified else [])], cells, numeric_from=4)
+
+
 def sweep_report(sweep_dir: Path) -> str:
     """The HTML of a sweep's report; writes the heatmaps, the sweep summary and any missing run report."""
     jobs = job_results(sweep_dir)
@@ -319,6 +333,9 @@ def sweep_report(sweep_dir: Path) -> str:
     body += [_figure(*heatmaps[k], heatmaps[k][1]) for k in ("matched", "grid") if k in heatmaps]
     caption = "Worst-case accuracy per run vs eval eps, with 95% interval bands."
     body += ["<h2>Worst-case accuracy vs eps</h2>", _figure(curves, caption, caption)]
+    body += ["<h2>Per attack</h2>", "<p>Accuracy under each attack at every eval eps > 0, the per-image worst case "
+             "over all of them (the robust accuracy), and certified accuracy where the model has a Lipschitz "
+             "bound.</p>", _comparison_table(jobs)]
     return _page(f"advlab sweep report: {', '.join(names)}", body)
 
 

@@ -54,6 +54,47 @@ def job_label(job: dict, keys: list[str] | None = None) -> str:
     return " ".join(keep) or f"job {job['job']}"
 
 
+def comparison_rows(jobs: list[dict]) -> tuple[list[str], list[dict]]:
+    """One row per run and eval eps > 0: the run's label, norm and eps, clean accuracy, each attack's
+    accuracy, the per-image worst case over all attacks, and the certified accuracy where the model
+    has one (Rate dicts, None where a run did not measure it). Returns (attack names, rows)."""
+    keys = swept_keys(jobs)
+    attacks = list(dict.fromkeys(a for j in jobs for a in j["robustness"]["accuracy"] if a != "worst_case"))
+    rows = []
+    for job in jobs:
+        rob = job["robustness"]
+        certified = job.get("certified", {})
+        for i, e in enumerate(rob["eps"]):
+            if e == 0:
+                continue
+            rows.append({
+                "job": job["job"], "label": job_label(job, keys),
+                "norm": job.get("config", {}).get("evaluation", {}).get("norm", "linf"), "eps": e,
+                "clean": job["clean"], "worst_case": rob["accuracy"]["worst_case"][i],
+                "attacks": {a: rob["accuracy"][a][i] for a in attacks if a in rob["accuracy"]},
+                "certified": dict(zip(certified.get("eps", []), certified.get("accuracy", []))).get(e),
+            })
+    return attacks, rows
+
+
+def _comparison_markdown(jobs: list[dict]) -> list[str]:
+    attacks, rows = comparison_rows(jobs)
+    has_certified = any(r["certified"] for r in rows)
+    columns = ["run", "norm", "eps", "clean", *attacks, "worst case", *(["certified"] if has_certified else [])]
+    lines = ["## Per attack", "",
+             "Accuracy under each attack and the per-image worst case over all of them (the robust accuracy); "
+             "certified: provably robust from the model's Lipschitz margins.", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = [r["label"], r["norm"], f"{r['eps']:.4g}", format_rate(r["clean"]),
+                 *(format_rate(r["attacks"][a]) if a in r["attacks"] else "-" for a in attacks),
+                 f"**{format_rate(r['worst_case'])}**"]
+        if has_certified:
+            cells.append(format_rate(r["certified"]) if r["certified"] else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write_sweep_summary(sweep_dir: str | Path) -> Path | None:
     sweep_dir = Path(sweep_dir)
     jobs = job_results(sweep_dir)
@@ -82,14 +123,15 @@ def write_sweep_summary(sweep_dir: str | Path) -> Path | None:
         if len(by_eps) > 1:
             curves[job_label(job, keys)] = (sorted(by_eps), [by_eps[e] for e in sorted(by_eps)])
     lines += ["", "![worst-case accuracy vs eps](sweep_accuracy_vs_eps.png)", ""]
+    lines += _comparison_markdown(jobs)
     if curves:
         common = sorted(set.intersection(*(set(c[0]) for c in curves.values())))
         plots.rate_curves(common, {k: [dict(zip(c[0], c[1]))[e] for e in common] for k, c in curves.items()},
                           sweep_dir / "sweep_accuracy_vs_eps.png", ylabel="worst-case accuracy (%)",
                           title="sweep")
     write_json(sweep_dir / "sweep_summary.json", [
-        {"job": j["job"], "overrides": j.get("overrides", []), "clean": j["clean"], "robustness": j["robustness"]}
-        for j in jobs])
+        {"job": j["job"], "overrides": j.get("overrides", []), "clean": j["clean"], "robustness": j["robustness"],
+         **({"certified": j["certified"]} if "certified" in j else {})} for j in jobs])
     return write_text(sweep_dir / "sweep_summary.md", "\n".join(lines))
 
 

@@ -132,7 +132,7 @@ def test_each_defense_config_trains(defense, cifar_root):
     """The defense's Hydra config builds its loss, and a few SGD steps on one real batch lower that loss."""
     from advlab.data import load_split, to_unit_float
 
-    cfg = config("+experiment=defense_comparison", f"+defense={defense}", "validation.attack.steps=2")
+    cfg = config("+experiment=defense_comparison", f"defense={defense}", "validation.attack.steps=2")
     torch.manual_seed(0)
     module = build_classifier(cfg)
     x, y = load_split(cifar_root, "train")

@@ -26,7 +26,7 @@ class KillAtEpoch(pl.Callback):
 
 def _cfg(cifar_root, *extra):
     # FGSM with random start: the resumed run must also continue the random stream where it stopped.
-    return config("+experiment=defense_comparison", "+defense=fgsm_rs", "+debug=smoke", "logger=none",
+    return config("+experiment=defense_comparison", "defense=fgsm_rs", "+debug=smoke", "logger=none",
                   f"data.root={cifar_root}", "trainer.max_epochs=3", "trainer.limit_train_batches=3", *extra)
 
 
