@@ -164,3 +164,16 @@ def test_missing_data_error_reaches_the_user(tmp_path):
                       f"data.root={tmp_path}", f"hydra.run.dir={tmp_path / 'out'}")
     assert proc.returncode != 0
     assert "No usable CIFAR-10 data under" in proc.stderr + proc.stdout
+
+
+def test_gpu_defense_config_runs_end_to_end_at_tiny_scale_on_cpu(cifar_root, tmp_path):
+    """defense_gpu (PreActResNet-18, N-FGSM, EMA, channels_last, augmentation) at width 8, float32 on CPU."""
+    out = tmp_path / "gpu"
+    proc = advlab_cli("+experiment=defense_gpu", *SMOKE, "logger=none", "model.width=8", "trainer.precision=32-true",
+                      "data.batch_size=32", "evaluation.attacks=[fgsm]", "evaluation.checks.enabled=false",
+                      f"hydra.run.dir={out}", env_extra={"ADVLAB_DATA": str(cifar_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert "NFGSMPerturbation" in results["training"]["loss"]
+    assert results["config"]["model"]["name"] == "preact_resnet18" and results["config"]["training"]["ema_decay"]
+    assert (out / "report.html").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
