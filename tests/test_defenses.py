@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from advlab.attacks import FGSMPerturbation, NFGSMPerturbation, PGDPerturbation, fgsm
 from advlab.attacks._core import perturbation_norm

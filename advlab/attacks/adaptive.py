@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from advlab.attacks._core import check_int, eval_mode
+from advlab.attacks._core import check_int
 from advlab.attacks.autoattack import ExpectationModel
 from advlab.attacks.pgd import pgd
 
@@ -101,9 +101,7 @@ def adaptive_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     anyway, and starting anywhere in the ball costs nothing.
     """
     eot_samples = check_int(eot_samples, "eot_samples", 1)
-    # eval_mode here, not only inside pgd: pgd restores the mode of the ExpectationModel
-    # wrapper (a new module, in train mode), which would leave `model` in train mode.
-    with eval_mode(model), bpda_enabled(model):
-        expectation = ExpectationModel(model, eot_samples).eval()
-        return pgd(expectation, x, y, eps, steps=steps, step_size=step_size, random_start=random_start,
-                   target=target, norm=norm, loss=loss, restarts=restarts)
+    # pgd's mode guard puts the wrapper, and so `model`, in eval mode and restores the mode it had.
+    with bpda_enabled(model):
+        return pgd(ExpectationModel(model, eot_samples), x, y, eps, steps=steps, step_size=step_size,
+                   random_start=random_start, target=target, norm=norm, loss=loss, restarts=restarts)
