@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+BENCH_ARGS ?= --quick   # make bench BENCH_ARGS= for the full size
 # The data root: ADVLAB_DATA when set, else the shared offline copy next to the repository when present, else ./data.
 ADVLAB_DATA ?= $(if $(wildcard ../shared/data/cifar10/test.npz),$(abspath ../shared/data/cifar10),$(abspath data))
 export ADVLAB_DATA
@@ -25,7 +26,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
-	$(PY) bench/eval_curve.py $(ARGS)
+	$(PY) bench/attacks.py $(BENCH_ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -2,10 +2,11 @@
 
     python bench/eval_curve.py [--checkpoint outputs/.../model.pt] [--images 1000]
 
-Measured in one run, on the same model, images and device:
-1. PGD-30 grid, naive (every image attacked at every eps) vs advlab's evaluation
+Measured in one run, on the same model, images and device (the CPU):
+1. PGD-30 grid of 8 eps, naive (every image attacked at every eps) vs advlab's evaluation
    (only images still robust are attacked: clean-misclassified ones never, and an
-   image fooled at a smaller eps is not attacked again at a larger one);
+   image fooled at a smaller eps is not attacked again at a larger one); the same
+   measurement as item 3 of bench/attacks.py (make bench), on a longer grid;
 2. FAB curve, one FAB run per eps vs one minimum-norm run for the whole curve.
 Accuracies of both ways are printed next to each other: they must agree.
 """
@@ -17,34 +18,17 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from advlab import load  # noqa: E402
-from advlab.attacks import fab, minimal_norms, pgd  # noqa: E402
-from advlab.attacks.registry import build_attacks  # noqa: E402
+from advlab.checkpoint import load  # noqa: E402
+from advlab.attacks import fab, minimal_norms  # noqa: E402
 from advlab.data import load_split, to_unit_float  # noqa: E402
-from advlab.evaluation import evaluate_robustness, predict  # noqa: E402
-from advlab.models import build_model  # noqa: E402
+from advlab.evaluation import predict  # noqa: E402
+from attacks import as_batches, eps_grid, train_quick_model  # noqa: E402 (bench/attacks.py)
 
 EPS = [0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02]
-
-
-def quick_model(root):
-    """The seed CNN after 3 epochs on 20k training images, when no checkpoint is given."""
-    torch.manual_seed(0)
-    x, y = load_split(root, "train")
-    model = build_model("seed_cnn")
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(3):
-        for idx in torch.randperm(20000).split(128):
-            loss = F.cross_entropy(model(to_unit_float(x[idx])), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
 
 
 def timed(fn):
@@ -59,25 +43,28 @@ def main():
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--fab-steps", type=int, default=20)
     args = parser.parse_args()
+    os.environ.setdefault("ADVLAB_QUIET", "1")  # no evaluation progress bar inside the timings
     root = os.environ.get("ADVLAB_DATA") or "data"
-    model = load(args.checkpoint) if args.checkpoint else quick_model(root)
+    if args.checkpoint:
+        model = load(args.checkpoint)
+    else:
+        x_train, y_train = load_split(root, "train")
+        model = train_quick_model("seed_cnn", x_train, y_train, images=20000)
     x, y = load_split(root, "test")
-    x, y = to_unit_float(x[: args.images]), y[: args.images]
-    n = len(y)
-    print(f"{n} test images, eps grid {EPS}, torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    x, y = x[: args.images], y[: args.images]
+    print(f"{len(y)} test images, eps grid {EPS}, torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
 
-    naive, t_naive = timed(lambda: [int((predict(model, pgd(model, x, y, e, steps=30)) == y).sum()) for e in EPS])
-    loader = DataLoader(TensorDataset(x, y), batch_size=500)
-    res, t_ours = timed(lambda: evaluate_robustness(model, loader, EPS, build_attacks(["pgd"], pgd_steps=30),
-                                                    per_attack=False))
-    ours = [r["successes"] for r in res["robustness"]["accuracy"]["worst_case"]]
+    cpu = torch.device("cpu")
+    grid = eps_grid(model, as_batches(x, y, 500, cpu), EPS, steps=30, repeats=1, device=cpu)
+    correct = grid["correct"]
     print("\n1. PGD-30 accuracy-vs-eps grid")
-    print(f"   naive (all images, every eps): {t_naive:7.1f} s   correct: {naive}")
-    print(f"   advlab (early exit + reuse):   {t_ours:7.1f} s   correct: {ours}")
-    print(f"   speed-up {t_naive / t_ours:.2f}x; largest difference {max(abs(a - b) for a, b in zip(naive, ours))} "
-          f"image(s) of {n} (advlab can only be lower: a point fooled at a smaller eps counts at larger ones)")
+    print(f"   naive (all images, every eps): {grid['seconds']['naive']:7.1f} s   correct: {correct['naive_raw']}")
+    print(f"   ... as a worst case over eps:                correct: {correct['naive_worst_case']}")
+    print(f"   advlab (early exit + reuse):   {grid['seconds']['advlab']:7.1f} s   correct: {correct['advlab']}")
+    print(f"   speed-up {grid['ratio']:.2f}x; identical to the naive worst case: {grid['identical']} "
+          "(an image fooled at a smaller eps counts as fooled at larger ones)")
 
-    xs, ys = x[:200], y[:200]
+    xs, ys = to_unit_float(x[:200]), y[:200]
     per_eps, t_per_eps = timed(lambda: [int((predict(model, fab(model, xs, ys, steps=args.fab_steps, eps=e)) == ys)
                                             .sum()) for e in EPS])
     norms, t_once = timed(lambda: minimal_norms(model, xs, ys, steps=args.fab_steps))
