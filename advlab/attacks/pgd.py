@@ -65,9 +65,16 @@ def ascend(model, x, y, x_adv, eps, steps, step_size, norm, loss_fn, target=None
     """The PGD iterations from x_adv: `steps` steepest-ascent steps on loss_fn(out, y, target),
     each projected onto the eps-ball around x and [0, 1]. Shared with TRADES, whose
     objective is a KL divergence instead of a loss on labels."""
+    if norm == "linf":
+        # The L-inf ball intersected with [0, 1] is a box: bound it once, then each step is one fused
+        # add and one clamp (the same numbers as _core.project, three elementwise passes instead of eight).
+        low, high = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
     for step in range(steps):
         grad, _, _ = _core.input_gradient(model, x_adv, y, loss_fn, target, check=check and step == 0)
-        x_adv = _core.project(x_adv + step_size * _core.steepest_step(grad, norm), x, eps, norm)
+        if norm == "linf":
+            x_adv = torch.clamp(x_adv.add(grad.sign_(), alpha=step_size), low, high)  # grad is ours to overwrite
+        else:
+            x_adv = _core.project(x_adv + step_size * _core.steepest_step(grad, norm), x, eps, norm)
     return x_adv
 
 
