@@ -41,9 +41,28 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return payload
 
 
+def add_metadata(path: str | os.PathLike, **items: str) -> None:
+    """Add plain entries (e.g. the evaluation's metrics, as JSON text) to a checkpoint's metadata, atomically."""
+    payload = read_checkpoint(path)
+    payload["metadata"].update(items)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
 def load(path: str | os.PathLike, map_location="cpu") -> nn.Module:
     """Rebuild the model saved at `path`, in eval mode."""
     payload = read_checkpoint(path, map_location)
     model = build_model(**payload["model"])
     model.load_state_dict(payload["state_dict"])
     return model.eval()
+
+
+if __name__ == "__main__":  # python -m advlab.checkpoint PATH: what a checkpoint holds, without building the model
+    import json
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m advlab.checkpoint PATH")
+    payload = read_checkpoint(sys.argv[1])
+    meta = {k: json.loads(v) if isinstance(v, str) and v[:1] in "{[" else v for k, v in payload["metadata"].items()}
+    print(json.dumps({"model": payload["model"], "metadata": meta}, indent=2))

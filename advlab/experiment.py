@@ -18,7 +18,7 @@ from torch import nn
 
 from advlab import plots, tracking
 from advlab.attacks._core import check_eps, check_norm
-from advlab.checkpoint import load, save_checkpoint
+from advlab.checkpoint import add_metadata, load, save_checkpoint
 from advlab.classifier import AdversarialClassifier
 from advlab.data import CLASS_NAMES, CIFAR10DataModule, class_index, to_unit_float
 from advlab.defenses import check_alpha
@@ -230,6 +230,8 @@ def train_and_evaluate(cfg: DictConfig, datamodule: CIFAR10DataModule, run_dir: 
         results["evaluation_seconds"] = round(time.perf_counter() - start, 1)
         if not is_rank_zero():
             return results
+        if not cfg.get("checkpoint"):  # the model file carries its own headline numbers (before its hash is taken)
+            add_metadata(checkpoint, metrics=json.dumps(headline_metrics(results, cfg.evaluation.norm)))
         results = {
             "name": name,
             "seed": cfg.seed,
@@ -246,6 +248,18 @@ def train_and_evaluate(cfg: DictConfig, datamodule: CIFAR10DataModule, run_dir: 
     finally:
         tracking.finish(logger)
     return results
+
+
+def headline_metrics(results: dict, norm: str) -> dict:
+    """Clean and worst-case robust accuracy per eps (and certified, where measured), as plain numbers."""
+    rob = results["robustness"]
+    metrics = {"n_images": results["n_images"], "clean": results["clean"]["value"],
+               "worst_case": {f"{e:g}": r["value"] for e, r in zip(rob["eps"], rob["accuracy"]["worst_case"])},
+               "attacks": [a for a in rob["accuracy"] if a != "worst_case"], "norm": norm}
+    if "certified" in results:
+        cert = results["certified"]
+        metrics["certified"] = {f"{e:g}": r["value"] for e, r in zip(cert["eps"], cert["accuracy"])}
+    return metrics
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -37,6 +37,12 @@ def test_single_run_as_typed_then_evaluate_its_checkpoint(cifar_root, tmp_path):
     assert results["training"]["alpha"] == 0.0
     assert results["n_images"] == 64 and 0.01 in results["robustness"]["eps"]
     assert results["config"]["eps"] == 0.01
+    # the model file carries its config, training info and headline metrics, readable without unpickling code
+    shown = subprocess.run([sys.executable, "-m", "advlab.checkpoint", str(out / "model.pt")], capture_output=True,
+                           text=True, cwd=REPO)
+    meta = json.loads(shown.stdout)["metadata"]
+    assert meta["config"]["eps"] == 0.01 and meta["training"]["epochs"] == 1
+    assert meta["metrics"]["clean"] == results["clean"]["value"] and "0.01" in meta["metrics"]["worst_case"]
     for name in ("model.pt", "test_images.png", "confusion_matrix.png", "accuracy_vs_eps.png", "examples_pgd.png"):
         assert (out / name).stat().st_size > 0, name
     # W&B logged offline into the run folder, no account needed
