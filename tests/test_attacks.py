@@ -64,7 +64,8 @@ def test_pgd_is_at_least_as_strong_as_fgsm(trained_model, test_images):
     clean = (predict(trained_model, x) == y).float().mean()
     acc_fgsm = (predict(trained_model, fgsm(trained_model, x, y, eps)) == y).float().mean()
     acc_pgd = (predict(trained_model, pgd(trained_model, x, y, eps, steps=30)) == y).float().mean()
-    assert clean > 0.3, f"fixture model did not learn (clean accuracy {clean:.2f})"
+    # chance is 0.1; the 2-epoch fixture lands between about 0.3 and 0.4 depending on the thread count
+    assert clean > 0.2, f"fixture model did not learn (clean accuracy {clean:.2f})"
     assert acc_fgsm < clean
     assert acc_pgd <= acc_fgsm, (acc_pgd, acc_fgsm)
 
