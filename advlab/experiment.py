@@ -273,6 +273,10 @@ def check_config(cfg: DictConfig) -> None:
     if not cfg.get("checkpoint"):  # the training objects check their own arguments
         build_loss(cfg)
         training_callbacks(cfg)
+        if cfg.training.ema_decay and (cfg.guard.action == "rollback" or cfg.guard.restore_best):
+            # The EMA callback copies its average over the model when training ends, undoing any rollback.
+            raise ValueError("guard.action=rollback and guard.restore_best need training.ema_decay=null "
+                             "(weight averaging would overwrite the restored weights); use guard.action=stop")
     if cfg.evaluation.target is not None:
         class_index(cfg.evaluation.target)
     for e in cfg.evaluation.eps:

@@ -140,6 +140,7 @@ def test_bad_value_on_the_command_line_names_the_key(cifar_root, tmp_path):
     ("norm=l3", ValueError, r"norm must be one of \('linf', 'l2'\), got 'l3'"),
     ("guard.action=panic", Exception, r"guard.action must be one of"),
     ("loss=trades loss.beta=-1", Exception, r"loss.beta"),
+    ("training.ema_decay=0.999 guard.action=rollback", ValueError, r"guard.action=rollback .* training.ema_decay"),
 ])
 def test_bad_config_values_fail_early_with_the_key(override, error, match, tmp_path):
     cfg = config("+experiment=fgsm_defense", *SMOKE, "logger=none", *override.split(), f"+output_dir={tmp_path}")
