@@ -153,7 +153,10 @@ def test_sweep_report_links_runs_and_shows_the_grids(sweep_dir):
     for job in range(4):
         assert f'<a href="{job}/report.html">' in text
         assert (sweep_dir / str(job) / "report.html").is_file()
-    assert tags(text, "table") == 1 and text.count("<tr>") == 2 + 4  # two header rows, a row per run
+    assert tags(text, "table") == 2  # the runs, and the per-attack table
+    runs_table, per_attack = text.split("</table>")[:2]
+    assert runs_table.count("<tr>") == 2 + 4  # two header rows, a row per run
+    assert "<h2>Per attack</h2>" in per_attack and per_attack.count('<a href="3/report.html">') >= 1
     assert tags(text, "img") == 3  # matched grid, full grid, curves
     for png in ("sweep_heatmap.png", "sweep_heatmap_matched.png", "sweep_accuracy_vs_eps.png"):
         assert (sweep_dir / png).stat().st_size > 1000
