@@ -232,7 +232,8 @@ def single_eps(model, batches, args, device) -> dict:
         "advlab_pgd": lambda bs: [pgd(model, x, y, eps, steps=k, step_size=alpha, random_start=False) for x, y in bs],
         "torchattacks_pgd": lambda bs: [ta(x, y) for x, y in bs],
         "floor": lambda bs: [floor_pass(model, x, y, k) for x, y in bs],
-        "advlab_evaluate": lambda bs: evaluate_robustness(model, bs, [eps], {"pgd": attack}, per_attack=False),
+        "advlab_evaluate": lambda bs: evaluate_robustness(model, bs, [eps], {"pgd": attack}, per_attack=False,
+                                                          perturbed=False, progress=False),
         "torchattacks_evaluate": ta_accuracy,
     }
     t, out = measure(ways, batches, args.repeats, device)
@@ -325,7 +326,8 @@ def eps_grid(model, batches, grid, steps, repeats, device) -> dict:
 
     ways = {
         "naive": naive,
-        "advlab": lambda bs: evaluate_robustness(model, bs, grid, attack, per_attack=False),
+        "advlab": lambda bs: evaluate_robustness(model, bs, grid, attack, per_attack=False, perturbed=False,
+                                                 progress=False),
     }
     t, out = measure(ways, batches, repeats, device)
     clean, per_eps = out["naive"]

@@ -24,6 +24,15 @@ def evaluation(trained_model, test_images):
                                target=4)
 
 
+def test_perturbed_accuracy_can_be_skipped_without_changing_anything_else(evaluation, trained_model, test_images):
+    x, y = test_images
+    loader = DataLoader(TensorDataset(x[:300], y[:300]), batch_size=128)
+    lean = evaluate_robustness(trained_model, loader, [0.0, 0.003, 0.03], build_attacks(["fgsm", "pgd"], pgd_steps=10),
+                               target=4, perturbed=False)
+    assert "perturbed" not in lean and "perturbed" in evaluation
+    assert lean == {k: v for k, v in evaluation.items() if k != "perturbed"}
+
+
 def test_clean_and_eps_zero_agree(evaluation):
     assert evaluation["n_images"] == 300
     clean = evaluation["clean"]["successes"]

@@ -85,14 +85,15 @@ def evaluate_robustness(
     per_attack: bool = True,
     norm: str = "linf",
     progress: bool | None = None,
+    perturbed: bool = True,
 ) -> dict:
     """Everything the reports need, as plain numbers (JSON-ready).
 
     Returns n_images, clean (a Rate dict), confusion_matrix (counts and row
     percentages), robustness ({"eps": [...], "accuracy": {attack or "worst_case":
-    one Rate per eps}}), perturbed (L-inf only: FGSM applied to every image, the seed
-    study's "perturbed accuracy", which can exceed clean accuracy under label
-    leaking) and, when target is given, targeted ({"target", "eps", "success":
+    one Rate per eps}}), perturbed (L-inf and `perturbed` only: FGSM applied to every image,
+    the seed study's "perturbed accuracy", which can exceed clean accuracy under label
+    leaking; it costs one FGSM per image and eps) and, when target is given, targeted ({"target", "eps", "success":
     {attack: one Rate per eps}} for the attacks that take a target).
 
     The worst case is computed with eps in increasing order: an image fooled at a
@@ -116,12 +117,13 @@ def evaluate_robustness(
     curves = [*attacks, "worst_case"] if per_attack else ["worst_case"]
     targeted = {name: attack for name, attack in attacks.items() if name in TARGETABLE} if target is not None else {}
     counts = _Counts.zeros(curves, targeted, len(eps), num_classes)
+    fgsm_all = perturbed and norm == "linf"
     bar = progress_bar(_total_units(loader, len(eps) * (len(attacks) + len(targeted))),
                        progress_enabled(progress, rank))
     with eval_mode(model), bar:
         for x, y in _batches(loader, device):
-            _count_batch(model, x, y, eps, attacks, targeted, target, per_attack, norm, counts, bar.update)
-    return _results(counts.summed_over_ranks(), eps, norm, target)
+            _count_batch(model, x, y, eps, attacks, targeted, target, per_attack, fgsm_all, counts, bar.update)
+    return _results(counts.summed_over_ranks(), eps, fgsm_all, target)
 
 
 def _total_units(loader, units_per_batch: int) -> int | None:
@@ -131,7 +133,7 @@ def _total_units(loader, units_per_batch: int) -> int | None:
         return None
 
 
-def _count_batch(model, x, y, eps, attacks, targeted, target, per_attack, norm, counts: _Counts, tick) -> None:
+def _count_batch(model, x, y, eps, attacks, targeted, target, per_attack, fgsm_all, counts: _Counts, tick) -> None:
     """Add one batch to `counts`; tick() once per attack run at one eps."""
     pred = predict(model, x)
     counts.confusion += _confusion(y, pred, counts.confusion.shape[0])
@@ -141,7 +143,7 @@ def _count_batch(model, x, y, eps, attacks, targeted, target, per_attack, norm, 
     worst = correct.clone()
     norms = {}  # minimum-norm attacks: one run per batch serves every eps
     for i, e in enumerate(eps):
-        if norm == "linf":
+        if fgsm_all:
             perturbed = predict(model, fgsm(model, x, y, e)) == y if e > 0 else correct
             counts.perturbed[i] += int(perturbed.sum())
         for name, attack in attacks.items():
@@ -172,7 +174,7 @@ def _confusion(y: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.T
     return torch.bincount((y * num_classes + pred).cpu(), minlength=num_classes**2).view(num_classes, num_classes)
 
 
-def _results(counts: _Counts, eps: list[float], norm: str, target: int | None) -> dict:
+def _results(counts: _Counts, eps: list[float], fgsm_all: bool, target: int | None) -> dict:
     n = counts.images
     cm = counts.confusion
     results = {
@@ -186,7 +188,7 @@ def _results(counts: _Counts, eps: list[float], norm: str, target: int | None) -
         "robustness": {"eps": eps, "accuracy": {k: [Rate(int(c), n).to_dict() for c in v]
                                                 for k, v in counts.robust.items()}},
     }
-    if norm == "linf":
+    if fgsm_all:
         results["perturbed"] = {"attack": "fgsm", "eps": eps,
                                 "accuracy": [Rate(int(c), n).to_dict() for c in counts.perturbed]}
     if target is not None:
