@@ -44,14 +44,17 @@ class MixedLoss:
     def __init__(self, alpha: float = 1.0, perturbations: Sequence[Perturbation] = (),
                  weights: Sequence[float] | None = None):
         self.alpha = check_alpha(alpha)
-        kept = [(p, w) for p, w in zip(perturbations, _relative_weights(weights, len(perturbations)) if perturbations
-                                       else []) if not isinstance(p, NoPerturbation)]
+        weights = _relative_weights(weights, len(perturbations)) if perturbations else []
+        kept = [(p, w) for p, w in zip(perturbations, weights) if not isinstance(p, NoPerturbation)]
+        total = sum(w for _, w in kept)
+        if kept and total == 0:
+            raise ValueError("loss.weights must give the perturbations (other than `none`) a positive sum")
         # Without any perturbation the clean loss is the whole loss, whatever alpha says.
         clean_weight = self.alpha if kept else 1.0
         names = ["adv"] if len(kept) == 1 else [f"adv{i}_{p.name}" for i, (p, _) in enumerate(kept)]
-        self.terms = [(name, (1 - clean_weight) * w, p) for name, (p, w) in zip(names, kept)]
-        self.terms = [("clean", clean_weight, None)] + self.terms
-        self.terms = [term for term in self.terms if term[1] > 0]
+        terms = [("clean", clean_weight, None)]
+        terms += [(name, (1 - clean_weight) * w / total, p) for name, (p, w) in zip(names, kept)]
+        self.terms = [term for term in terms if term[1] > 0]  # terms without weight are never computed
 
     @property
     def adversarial(self) -> bool:
