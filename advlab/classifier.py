@@ -2,7 +2,7 @@
 
 training_step reads top to bottom: the loss object perturbs the batch on its device
 and returns the loss with the outputs it computed; log. Any callable
-loss(model, x, y) -> (loss, {name: output}) works: MixedLoss (the seed study's
+loss(model, x, y, generator=None) -> (loss, {name: output}) works: MixedLoss (the seed study's
 alpha-mixed loss over one or several perturbations) or TradesLoss.
 
 Validation measures clean accuracy and, when `val_attack` is given, accuracy under
@@ -31,6 +31,7 @@ class AdversarialClassifier(pl.LightningModule):
         loss=None,
         val_attack: Perturbation | None = None,
         val_attack_batches: int | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         if lr_schedule not in LR_SCHEDULES:
@@ -44,6 +45,17 @@ class AdversarialClassifier(pl.LightningModule):
         # A factory params -> optimizer (Hydra's `_partial_: true`); SGD when none is given.
         self.optimizer_factory = optimizer or (lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9))
         self.lr_schedule = lr_schedule
+        # The training perturbations' random stream (random starts, N-FGSM noise, TRADES' start): one
+        # generator on the batch's device, seeded once and saved with every checkpoint, so the global
+        # stream (shuffling, dropout) is the same whatever the defense draws.
+        self.seed, self._generator, self._generator_state = seed, None, None
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+            if self._generator_state is not None:
+                self._generator.set_state(self._generator_state)
+        return self._generator
 
     @property
     def adversarial(self) -> bool:
@@ -54,7 +66,7 @@ class AdversarialClassifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss, outputs = self.loss(self.model, x, y)
+        loss, outputs = self.loss(self.model, x, y, generator=self.generator(x.device))
         if hasattr(self.model, "extra_loss"):  # a model's own objective, e.g. the ELBO of a purifying VAE
             loss = loss + self.model.extra_loss(x)
         self.log("train/loss", loss, prog_bar=True)
@@ -78,9 +90,12 @@ class AdversarialClassifier(pl.LightningModule):
         checkpoint["advlab_rng"] = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["advlab_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        if self._generator is not None:
+            checkpoint["advlab_rng"]["perturbations"] = self._generator.get_state()
 
     def on_load_checkpoint(self, checkpoint):
         rng = checkpoint.get("advlab_rng", {})
+        self._generator, self._generator_state = None, rng.get("perturbations")
         if "cpu" in rng:
             torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and torch.cuda.is_available():

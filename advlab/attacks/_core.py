@@ -20,7 +20,7 @@ def check_eps(eps: float, name: str = "eps") -> float:
 
 
 def check_int(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < low:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
 
@@ -152,14 +152,28 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf"
     return x_adv.clamp(0.0, 1.0)
 
 
-def random_start(x: torch.Tensor, eps: float, norm: str = "linf") -> torch.Tensor:
+def make_generator(seed: "int | torch.Generator", device: torch.device) -> torch.Generator:
+    """advlab's one random-number policy: every stochastic attack takes `seed`, an int or a
+    torch.Generator, and draws only from the generator made here.
+
+    An int seeds a private generator on the attack's device, so the same seed gives the same
+    images and the caller's global random state is neither read nor changed. A Generator is
+    used as it is: training passes one stream that lives across batches (and is saved with
+    the checkpoint), so successive batches get different draws.
+    """
+    if isinstance(seed, torch.Generator):
+        return seed
+    return torch.Generator(device=device).manual_seed(check_int(seed, "seed", 0))
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator) -> torch.Tensor:
     """A uniform random point of the eps-ball around x (clipped to [0, 1])."""
     if norm == "linf":
-        delta = torch.empty_like(x).uniform_(-eps, eps)
+        delta = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
     else:
-        direction = torch.randn_like(x)
+        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         direction = direction / _flat_norm(direction, "l2").clamp_min(1e-12)
         d = x[0].numel()
-        radius = eps * torch.rand(x.shape[0], device=x.device, dtype=x.dtype) ** (1.0 / d)
+        radius = eps * torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
         delta = direction * radius.view(-1, *([1] * (x.dim() - 1)))
     return project(x + delta, x, eps, norm)

@@ -78,22 +78,20 @@ def is_purification(model: nn.Module) -> bool:
     return hasattr(model, "purify") and isinstance(getattr(model, "classifier", None), nn.Module)
 
 
-def naive(attack: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """`attack` aimed at a purification defense's classifier alone (the plain attack for other models).
+def naive_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **pgd_settings) -> torch.Tensor:
+    """PGD aimed at a purification defense's classifier alone (plain PGD for other models);
+    pgd_settings as advlab.attacks.pgd takes them.
 
     The returned images are in the eps-ball around x either way; the evaluation then
     classifies them with the whole defended model, purifier included.
     """
-
-    def naive_attack(model, x, y, eps, **kwargs):
-        return attack(model.classifier if is_purification(model) else model, x, y, eps, **kwargs)
-
-    return naive_attack
+    return pgd(model.classifier if is_purification(model) else model, x, y, eps, **pgd_settings)
 
 
 def adaptive_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 30,
                  step_size: float | None = None, eot_samples: int = 10, norm: str = "linf",
-                 random_start: bool = True, loss: str = "ce", restarts: int = 1, target=None) -> torch.Tensor:
+                 random_start: bool = True, loss: str = "ce", restarts: int = 1, target=None,
+                 seed: int | torch.Generator = 0) -> torch.Tensor:
     """PGD through the purifier on the mean log-probabilities of `eot_samples` forward passes,
     with BPDA for the non-differentiable steps. Other arguments as advlab.attacks.pgd.
 
@@ -104,4 +102,4 @@ def adaptive_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     # pgd's mode guard puts the wrapper, and so `model`, in eval mode and restores the mode it had.
     with bpda_enabled(model):
         return pgd(ExpectationModel(model, eot_samples), x, y, eps, steps=steps, step_size=step_size,
-                   random_start=random_start, target=target, norm=norm, loss=loss, restarts=restarts)
+                   random_start=random_start, target=target, norm=norm, loss=loss, restarts=restarts, seed=seed)

@@ -19,7 +19,6 @@ iterate jumps back to the best point found so far when either
 
 import math
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -73,7 +72,8 @@ def apgd(
     restarts: int = 1,
     rho: float = 0.75,
     momentum: float = 0.75,
-    seed: int | None = None,
+    seed: int | torch.Generator = 0,
+    observe=None,
 ) -> torch.Tensor:
     """APGD (see the module docstring) with `steps` updates per run.
 
@@ -82,8 +82,10 @@ def apgd(
     success means argmax != y. Returns, per image, the first point that succeeded,
     else the point with the highest objective. Images that already succeed at x are
     returned unchanged (not attacked). restarts > 1 runs again from new random starts
-    on the images not yet fooled, keeping the per-image worst case. seed makes the
-    random starts reproducible without touching the global random state.
+    on the images not yet fooled, keeping the per-image worst case. seed: the random
+    starts' generator or its seed (advlab.attacks._core.make_generator). observe(step, idx, out),
+    when given, sees the model output of every iterate of the images still attacked (rows `idx` of
+    the images the run attacks; advlab.evaluation.convergence traces it).
     """
     eps, steps, norm = check_eps(eps), check_steps(steps), check_norm(norm)
     loss_fn = get_loss(loss)
@@ -91,16 +93,17 @@ def apgd(
     check_images(x, y)
     target = check_target(y, target)
     x = x.detach()
-    with eval_mode(model), _seeded(seed, x.device):
-        clean = _forward(model, x)
+    generator = _core.make_generator(seed, x.device)
+    with eval_mode(model):
+        fast, clean = prepare_model(model, x)
         check_classes(y, clean.shape[1], "y")
         if target is not None:
             check_classes(target, clean.shape[1], "target")
         if eps == 0:
             return x.clone()
-        fooled = _fooled(clean, y, target)
-        run = _RunConfig(eps, norm, steps, loss_fn, rho, momentum, success_is_target=target is not None)
-        x_adv, _, _ = _attack_with_restarts(model, x, y, target, fooled, restarts, run)
+        run = _RunConfig(eps, norm, steps, loss_fn, rho, momentum, success_is_target=target is not None,
+                         generator=generator, observe=observe)
+        x_adv, _ = _apgd(fast, x, y, target, clean, restarts, run)
         return x_adv
 
 
@@ -113,7 +116,7 @@ def apgd_targeted(
     steps: int = 100,
     n_target_classes: int = 9,
     restarts: int = 1,
-    seed: int | None = None,
+    seed: int | torch.Generator = 0,
 ) -> torch.Tensor:
     """APGD-T (AutoAttack): for k = 2 .. n_target_classes + 1, target the k-th highest
     class of the clean output with the targeted DLR loss, running APGD only on the
@@ -126,31 +129,95 @@ def apgd_targeted(
     restarts = check_int(restarts, "restarts", 1)
     check_images(x, y)
     x = x.detach()
-    with eval_mode(model), _seeded(seed, x.device):
-        clean = _forward(model, x)
+    generator = _core.make_generator(seed, x.device)
+    with eval_mode(model):
+        fast, clean = prepare_model(model, x)
         num_classes = clean.shape[1]
         check_classes(y, num_classes, "y")
         n_target_classes = check_n_target_classes(n_target_classes, num_classes)
         if eps == 0:
             return x.clone()
-        fooled = _fooled(clean, y, None)
-        ranked = clean.argsort(1, descending=True)
-        run = _RunConfig(eps, norm, steps, dlr, rho=0.75, momentum=0.75, success_is_target=False)
-        x_adv, best_score = x.clone(), torch.full_like(y, -math.inf, dtype=clean.dtype)
-        for k in range(1, n_target_classes + 1):  # column k of `ranked` is the (k+1)-th highest class
-            attacked = ~fooled
-            if not attacked.any():
-                break
-            candidate, new_fooled, _ = _attack_with_restarts(model, x, y, ranked[:, k], fooled.clone(), restarts, run)
-            # Targeted DLR values for different targets are not comparable, so images still
-            # unfooled keep whichever target's point came closest to an untargeted success.
-            score = torch.full_like(best_score, -math.inf)
-            score[attacked] = dlr(_forward(model, candidate[attacked]), y[attacked])
-            take = attacked & (new_fooled | (score > best_score))
-            x_adv[take] = candidate[take]
-            best_score = torch.where(take, score, best_score)
-            fooled = new_fooled
+        run = _RunConfig(eps, norm, steps, dlr, rho=0.75, momentum=0.75, success_is_target=False,
+                         generator=generator)
+        x_adv, _ = _apgd_targeted(fast, x, y, clean, n_target_classes, restarts, run)
         return x_adv
+
+
+# ----------------------------------------------------------------------------- the model as attacked
+
+
+class FastModel:
+    """The model as the attacks call it (the caller has put it in eval mode): on the CPU, 4-D
+    images go in channels-last (the convolution and pooling backward passes run about twice as
+    fast on them, with the same outputs up to float rounding); with bf16, the forward pass runs
+    under bfloat16 autocast and the outputs come back as float32 (images, gradients and
+    projections stay float32)."""
+
+    def __init__(self, model, channels_last: bool = False, bf16: bool = False):
+        self.model, self.channels_last, self.bf16 = model, channels_last, bf16
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if not self.bf16:
+            return self.model(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            out = self.model(x)
+        return out.float()
+
+
+def prepare_model(model, x: torch.Tensor, bf16: bool = False):
+    """(FastModel, the model's output at x without gradient). Channels-last is used on the CPU
+    for 4-D images unless the model rejects such input (e.g. a `view` of the flattened image),
+    which this first forward pass finds out."""
+    if isinstance(model, FastModel):
+        with torch.no_grad():
+            return model, model(x)
+    if x.dim() == 4 and x.device.type == "cpu" and x.shape[0] > 0:
+        fast = FastModel(model, channels_last=True, bf16=bf16)
+        try:
+            with torch.no_grad():
+                return fast, fast(x)
+        except RuntimeError:
+            pass
+    fast = FastModel(model, bf16=bf16)
+    with torch.no_grad():
+        return fast, fast(x)
+
+
+def _apgd(fast, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, clean: torch.Tensor, restarts: int,
+          run: "_RunConfig"):
+    """APGD on x given the model's clean outputs; returns (points, fooled per image)."""
+    fooled = _fooled(clean, y, target)
+    x_adv, fooled, _, _ = _attack_with_restarts(fast, x, y, target, fooled, restarts, run)
+    return x_adv, fooled
+
+
+def _apgd_targeted(fast, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, n_target_classes: int,
+                   restarts: int, run: "_RunConfig"):
+    """APGD-T on x given the model's clean outputs; returns (points, fooled per image).
+
+    The untargeted DLR that picks, among the targets, the point kept for an image never fooled
+    is computed from the outputs the runs recorded at their returned points (no extra forward).
+    """
+    fooled = _fooled(clean, y, None)
+    ranked = clean.argsort(1, descending=True)
+    x_adv, best_score = x.clone(), torch.full_like(y, -math.inf, dtype=clean.dtype)
+    for k in range(1, n_target_classes + 1):  # column k of `ranked` is the (k+1)-th highest class
+        attacked = ~fooled
+        if not attacked.any():
+            break
+        candidate, new_fooled, _, out = _attack_with_restarts(fast, x, y, ranked[:, k], fooled.clone(), restarts,
+                                                              run)
+        # Targeted DLR values for different targets are not comparable, so images still
+        # unfooled keep whichever target's point came closest to an untargeted success.
+        score = torch.full_like(best_score, -math.inf)
+        score[attacked] = dlr(out[attacked], y[attacked])
+        take = attacked & (new_fooled | (score > best_score))
+        x_adv[take] = candidate[take]
+        best_score = torch.where(take, score, best_score)
+        fooled = new_fooled
+    return x_adv, fooled
 
 
 # ----------------------------------------------------------------------------- one run
@@ -160,8 +227,9 @@ class _RunConfig:
     """The settings shared by every run of one attack call."""
 
     def __init__(self, eps: float, norm: str, steps: int, loss_fn: LossFn, rho: float, momentum: float,
-                 success_is_target: bool):
-        self.eps, self.norm, self.steps, self.loss_fn = eps, norm, steps, loss_fn
+                 success_is_target: bool, generator: torch.Generator, observe=None):
+        self.eps, self.norm, self.steps, self.loss_fn, self.generator = eps, norm, steps, loss_fn, generator
+        self.observe = observe
         self.rho, self.momentum, self.success_is_target = rho, momentum, success_is_target
         self.checkpoints = checkpoint_schedule(steps)
 
@@ -183,33 +251,37 @@ def _attack_with_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ta
                           fooled: torch.Tensor, restarts: int, run: _RunConfig):
     """Run APGD `restarts` times, each from a new random start on the images not yet fooled.
 
-    Returns (points, fooled, best objective); `fooled` is updated in place, and images fooled
-    on entry keep x itself.
+    Returns (points, fooled, best objective, model output at the points); `fooled` is updated
+    in place, and images fooled on entry keep x itself (their objective is -inf, their output 0).
     A later restart replaces an earlier result only if it fooled the model or reached a
     higher objective (the objective is the same function across restarts, so comparable).
     """
     x_adv = x.clone()
     best_loss = torch.full(y.shape, -math.inf, dtype=x.dtype, device=x.device)
+    best_out = None
     for _ in range(restarts):
         todo = (~fooled).nonzero().squeeze(1)
         if todo.numel() == 0:
             break
         t = target[todo] if target is not None else None
-        start = _core.random_start(x[todo], run.eps, run.norm)
-        points, hit, loss = _run(model, x[todo], y[todo], t, start, run)
+        start = _core.random_start(x[todo], run.eps, run.norm, run.generator)
+        points, hit, loss, out = _run(model, x[todo], y[todo], t, start, run)
+        if best_out is None:
+            best_out = out.new_zeros((x.shape[0], out.shape[1]))
         take = hit | (loss > best_loss[todo])
         x_adv[todo[take]] = points[take]
+        best_out[todo[take]] = out[take]
         best_loss[todo] = torch.where(take, loss, best_loss[todo])
         fooled[todo] = hit
-    return x_adv, fooled, best_loss
+    return x_adv, fooled, best_loss, best_out
 
 
 def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
          start: torch.Tensor, run: _RunConfig):
     """One APGD run from `start` (the update rule is in the module docstring).
 
-    Returns (points, fooled, best objective) per image: the first point that fooled the
-    model, or else the point with the highest objective seen.
+    Returns (points, fooled, best objective, model output at the points) per image: the first
+    point that fooled the model, or else the point with the highest objective seen.
     """
     n = x.shape[0]
     out_points, out_fooled = start.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -217,10 +289,14 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tenso
     eta = torch.full((n,) + (1,) * (x.dim() - 1), 2 * run.eps, dtype=x.dtype, device=x.device)
 
     grad, out, loss = _core.input_gradient(model, start, y, run.loss_fn, target)
+    out_logits = out.new_zeros(out.shape)
+    if run.observe is not None:
+        run.observe(0, torch.arange(n, device=x.device), out)
     s = _State(idx=torch.arange(n, device=x.device), x=x, y=y, target=target, cur=start, prev=start, grad=grad,
-               loss=loss, eta=eta, best=start, best_loss=loss, best_grad=grad, increases=torch.zeros_like(y),
-               best_loss_at_check=loss, reduced_at_check=torch.zeros(n, dtype=torch.bool, device=x.device))
-    s = _record_successes(s, out, run, out_points, out_fooled, out_loss)
+               loss=loss, eta=eta, best=start, best_loss=loss, best_grad=grad, best_out=out,
+               increases=torch.zeros_like(y), best_loss_at_check=loss,
+               reduced_at_check=torch.zeros(n, dtype=torch.bool, device=x.device))
+    s = _record_successes(s, out, run, out_points, out_fooled, out_loss, out_logits)
     checks = run.checkpoints[1:]
 
     for k in range(run.steps):
@@ -231,8 +307,10 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tenso
         grad, out, loss = _evaluate(model, nxt, s.y, s.target, run.loss_fn, need_grad=not last)
         s.increases = s.increases + (loss > s.loss).long()
         s.prev, s.cur, s.grad, s.loss = s.cur, nxt, grad, loss
-        _update_best(s)
-        s = _record_successes(s, out, run, out_points, out_fooled, out_loss)
+        _update_best(s, out)
+        if run.observe is not None:
+            run.observe(k + 1, s.idx, out)
+        s = _record_successes(s, out, run, out_points, out_fooled, out_loss, out_logits)
         if k + 1 in checks and not last:
             j = checks.index(k + 1)
             _checkpoint(s, run.rho, interval=checks[j] - (checks[j - 1] if j else 0))
@@ -240,7 +318,8 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tenso
     # Images never fooled: return their best point.
     out_points[s.idx] = s.best
     out_loss[s.idx] = s.best_loss
-    return out_points, out_fooled, out_loss
+    out_logits[s.idx] = s.best_out
+    return out_points, out_fooled, out_loss, out_logits
 
 
 def _step(s: _State, run: _RunConfig, first: bool) -> torch.Tensor:
@@ -252,13 +331,15 @@ def _step(s: _State, run: _RunConfig, first: bool) -> torch.Tensor:
     return _core.project(s.cur + a * (z - s.cur) + (1 - a) * (s.cur - s.prev), s.x, run.eps, run.norm)
 
 
-def _update_best(s: _State) -> None:
-    """Remember, per image, the highest-objective point and its gradient (the restart point)."""
+def _update_best(s: _State, out: torch.Tensor) -> None:
+    """Remember, per image, the highest-objective point, its gradient (the restart point) and
+    the model's output there."""
     better = s.loss > s.best_loss
     mask = _as_image_mask(better, s.cur)
     s.best = torch.where(mask, s.cur, s.best)
     s.best_grad = torch.where(mask, s.grad, s.best_grad) if s.grad is not None else s.best_grad
     s.best_loss = torch.where(better, s.loss, s.best_loss)
+    s.best_out = torch.where(better[:, None], out, s.best_out)
 
 
 def _checkpoint(s: _State, rho: float, interval: int) -> None:
@@ -282,13 +363,13 @@ def _checkpoint(s: _State, rho: float, interval: int) -> None:
 
 
 def _record_successes(s: _State, out: torch.Tensor, run: _RunConfig, out_points: torch.Tensor,
-                      out_fooled: torch.Tensor, out_loss: torch.Tensor) -> _State:
+                      out_fooled: torch.Tensor, out_loss: torch.Tensor, out_logits: torch.Tensor) -> _State:
     """Write the current point of newly fooled images to the result and stop attacking them."""
     hit = _fooled(out, s.y, s.target if run.success_is_target else None)
     if not hit.any():
         return s
     rows = s.idx[hit]
-    out_points[rows], out_fooled[rows], out_loss[rows] = s.cur[hit], True, s.loss[hit]
+    out_points[rows], out_fooled[rows], out_loss[rows], out_logits[rows] = s.cur[hit], True, s.loss[hit], out[hit]
     return s.keep(~hit)
 
 
@@ -317,29 +398,6 @@ def _fooled(out: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> 
 
 def _as_image_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask.view(-1, *([1] * (like.dim() - 1)))
-
-
-@contextmanager
-def _seeded(seed: int | None, device: torch.device):
-    """Seed the random starts without disturbing the caller's random state (None: use it as is)."""
-    if seed is None:
-        yield
-        return
-    if device.type == "cpu":
-        with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(int(seed))
-            yield
-        return
-    # Accelerators: fork and seed only the attacked device's generator (torch.manual_seed would
-    # reseed every GPU, and fork_rng only restores the devices it is given).
-    with torch.random.fork_rng(devices=[device], device_type=device.type):
-        torch.random.default_generator.manual_seed(int(seed))
-        if device.type == "cuda":
-            with torch.cuda.device(device):
-                torch.cuda.manual_seed(int(seed))
-        else:
-            torch.get_device_module(device.type).manual_seed(int(seed))
-        yield
 
 
 def _check_rho(rho: float) -> float:

@@ -35,11 +35,13 @@ from advlab.attacks._core import (
     check_int,
     check_n_target_classes,
     check_norm,
+    make_generator,
     check_steps,
     check_target,
     eval_mode,
     perturbation_norm,
 )
+from advlab.attacks.apgd import prepare_model
 
 # Random-start radius where no adversarial was found yet and no eps was given (the
 # defaults of the reference implementation): half of it is used, like half the best norm.
@@ -54,12 +56,59 @@ ALPHA_MAX, ETA, BETA = 0.1, 1.05, 0.9
 def _smallest_level(weight: torch.Tensor, cap: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
     """Per row, the smallest t >= 0 with g(t) = sum_j weight_j * min(t, cap_j) >= need.
 
-    g is concave, piecewise linear and non-decreasing, with breakpoints at the caps, so
-    sorting the caps gives g at every breakpoint by cumulative sums; the answer lies on the
-    first segment whose right end reaches `need`, where g is linear and solved in closed
-    form. Rows where even t = max(cap) falls short (the box cannot reach the hyperplane)
-    get t = max(cap): the box point that goes furthest toward it. weight, cap: (N, D) >= 0.
+    g is concave, piecewise linear and non-decreasing, with breakpoints at the caps. Newton's
+    method from t = 0 finds the answer in a few passes over the row: with R the caps reached
+    at the current level (cap_j <= t), the tangent gives t' = (need - sum_R weight_j cap_j) /
+    sum_{not R} weight_j, which by concavity never passes the answer; once t' does not pass
+    the smallest cap above the level, it lies on g's last segment and is the answer in closed
+    form (the formula of `_smallest_level_sorted`, clamped to that segment likewise). Rows
+    where even t = max(cap) falls short (the box cannot reach the hyperplane) get t = max(cap):
+    the box point that goes furthest toward it. Rows still unsolved after _NEWTON_PASSES passes
+    (many breakpoints below the answer) are solved by sorting. weight, cap: (N, D) >= 0.
     """
+    t = torch.zeros_like(need)
+    rows = (need > 0).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return t
+    w, c, nd = weight, cap, need
+    if rows.numel() < need.numel():
+        w, c, nd = weight[rows], cap[rows], need[rows]
+    wc = w * c
+    buf = torch.empty_like(c)  # one scratch tensor for the masked reductions of every pass
+    zero, inf = c.new_zeros(()), c.new_full((), math.inf)
+    level = torch.zeros_like(nd)
+    for _ in range(_NEWTON_PASSES):
+        reached = c <= level[:, None]
+        scratch = buf[: c.shape[0]]
+        # need - the sum over reached caps of weight * cap
+        excess = nd - torch.where(reached, wc, zero, out=scratch).sum(1)
+        slope = torch.where(reached, zero, w, out=scratch).sum(1)
+        nxt = excess / slope  # the tangent's root (inf or nan where slope = 0)
+        next_cap = torch.where(reached, inf, c, out=scratch).amin(1)  # the smallest cap above the level
+        stuck = slope == 0  # every cap with weight is reached: the box cannot reach the hyperplane
+        done = (nxt <= next_cap) | stuck
+        if done.any():
+            left = torch.where(reached, c, zero, out=scratch).amax(1)
+            right = torch.where((next_cap < math.inf) & ~stuck, next_cap, c.amax(1))
+            solved = torch.minimum(torch.maximum(excess / slope.clamp_min(1e-30), left), right)
+            t[rows[done]] = solved[done]
+            if done.all():
+                return t
+            keep = ~done
+            rows, w, c, nd, wc, nxt = rows[keep], w[keep], c[keep], nd[keep], wc[keep], nxt[keep]
+        level = nxt
+    t[rows] = _smallest_level_sorted(w, c, nd)
+    return t
+
+
+# Newton passes before `_smallest_level` sorts the rows left; FAB's rows need a handful.
+_NEWTON_PASSES = 24
+
+
+def _smallest_level_sorted(weight: torch.Tensor, cap: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+    """`_smallest_level` by sorting: sorting the caps gives g at every breakpoint by cumulative
+    sums; the answer lies on the first segment whose right end reaches `need`, where g is
+    linear and solved in closed form."""
     d = cap.shape[1]
     cap_sorted, order = cap.sort(dim=1)
     w_sorted = weight.gather(1, order)
@@ -80,12 +129,18 @@ def _smallest_level(weight: torch.Tensor, cap: torch.Tensor, need: torch.Tensor)
 
 
 def _toward_hyperplane(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor):
-    """Direction to move in (w, flipped so that w.z grows toward the hyperplane), how much
-    w.z must change, and the room each coordinate has in that direction inside [0, 1]."""
-    side = (x * w).sum(1) + b
-    direction = torch.where(side[:, None] > 0, -w, w)  # points from x's side toward the hyperplane
-    room = torch.where(direction > 0, 1 - x, x).clamp_min(0)
-    return direction, side.abs(), room
+    """How to reach the hyperplane w.z + b = 0 from x (float64 rows): the sign of each
+    coordinate's move (w's, flipped so that w.z grows toward the hyperplane), |w|, how much
+    w.z must change, and the room each coordinate has in its direction inside [0, 1].
+
+    Arithmetic only (products with 0 and 1 are exact): comparisons and torch.where on
+    (N, D) tensors cost several times more on the CPU.
+    """
+    side = torch.linalg.vecdot(x, w) + b
+    sign = torch.sign(w).mul_(torch.where(side > 0, -1.0, 1.0).to(w.dtype)[:, None])
+    toward_one = sign.relu()  # 1 where the move is toward 1: room 1 - x, else room x
+    room = (1 - x).mul_(toward_one).addcmul_(x, toward_one.neg_().add_(1)).clamp_min_(0)
+    return sign, w.abs(), side.abs(), room
 
 
 def project_onto_hyperplane_linf(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -98,11 +153,11 @@ def project_onto_hyperplane_linf(x: torch.Tensor, w: torch.Tensor, b: torch.Tens
     smallest t reaching the required change, and z_j = x_j + sign(w_j) min(t, room_j).
     If the box does not meet the hyperplane, returns the box point furthest toward it.
     """
-    x64, w64, b64 = x.double(), w.double(), b.double()
-    direction, need, room = _toward_hyperplane(x64, w64, b64)
-    t = _smallest_level(direction.abs(), room, need)
-    z = x64 + direction.sign() * torch.minimum(room, t[:, None])
-    return z.clamp(0, 1).to(x.dtype)
+    x64 = x.double()
+    sign, magnitude, need, room = _toward_hyperplane(x64, w.double(), b.double())
+    t = _smallest_level(magnitude, room, need)
+    z = torch.minimum(room, t[:, None]).mul_(sign).add_(x64)
+    return z.clamp_(0, 1).to(x.dtype)
 
 
 def project_onto_hyperplane_l2(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -116,14 +171,13 @@ def project_onto_hyperplane_l2(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor
     w_j^2 and caps room_j / |w_j|. Without the box this is x - (w.x + b) w / ||w||^2.
     If the box does not meet the hyperplane, returns the box point furthest toward it.
     """
-    x64, w64, b64 = x.double(), w.double(), b.double()
-    direction, need, room = _toward_hyperplane(x64, w64, b64)
-    magnitude = direction.abs()
+    x64 = x.double()
+    sign, magnitude, need, room = _toward_hyperplane(x64, w.double(), b.double())
     # coordinates with w_j = 0 cannot help: weight 0, and cap 0 avoids 0/0
-    cap = torch.where(magnitude > 0, room / magnitude.clamp_min(1e-300), torch.zeros_like(room))
+    cap = room / magnitude.clamp_min(1e-300) * torch.sign(magnitude)  # <= 1e300; 0 where w_j = 0
     lam = _smallest_level(magnitude**2, cap, need)
-    z = x64 + direction.sign() * torch.minimum(room, lam[:, None] * magnitude)
-    return z.clamp(0, 1).to(x.dtype)
+    z = torch.minimum(room, lam[:, None] * magnitude).mul_(sign).add_(x64)
+    return z.clamp_(0, 1).to(x.dtype)
 
 
 PROJECTIONS = {"linf": project_onto_hyperplane_linf, "l2": project_onto_hyperplane_l2}
@@ -141,10 +195,17 @@ def logit_difference_gradients(model: nn.Module, x: torch.Tensor, plus: torch.Te
     torch.autograd.grad(inputs=x) so nothing is written to the parameters' .grad.
     Images are independent (eval mode), so each image's row is its own gradient.
     """
+    return _difference_gradients(model, x, lambda out: (plus, minus))
+
+
+def _difference_gradients(model, x: torch.Tensor, classes):
+    """`logit_difference_gradients` with (plus, minus) = classes(logits at x) chosen from the
+    same forward pass that the gradients go through."""
     x = x.detach().requires_grad_(True)
-    rows = plus.shape[1]
     with torch.enable_grad():
         out = model(x)
+        plus, minus = classes(out.detach())
+        rows = plus.shape[1]
         grads = []
         for r in range(rows):
             coeff = torch.zeros_like(out)
@@ -180,14 +241,14 @@ def _linearised_boundary(model, xc, y, target, num_classes, norm):
     gradient instead of C-1.
     """
     n = xc.shape[0]
-    if target is None:
-        plus, minus = _other_classes(y, num_classes), y
-    else:
-        with torch.no_grad():
-            logits = model(xc)
-        minus = logits.scatter(1, target[:, None], float("-inf")).argmax(1)
-        plus = target[:, None]
-    _, diffs, grads = logit_difference_gradients(model, xc, plus, minus)
+
+    def classes(out):
+        if target is None:
+            return _other_classes(y, num_classes), y
+        # the strongest other class at xc, from the forward pass the gradient goes through
+        return target[:, None], out.scatter(1, target[:, None], float("-inf")).argmax(1)
+
+    _, diffs, grads = _difference_gradients(model, xc, classes)
     nearest = (diffs.abs() / (_dual_norm(grads, norm) + 1e-12)).argmin(1)
     idx = torch.arange(n, device=xc.device)
     w = grads[idx, nearest].flatten(1)
@@ -220,25 +281,50 @@ def _biased_step(x0, xc, w, b, norm, alpha_max, eta):
     return ((1 - alpha) * (xc + eta * delta) + alpha * (x0 + eta * delta0)).clamp(0, 1)
 
 
-def _single_run(model, x0, y, target, start, best_x, best_norm, steps, num_classes, norm, alpha_max, eta, beta):
-    """`steps` FAB iterations from `start`; returns the updated per-image best point and norm."""
-    xc = start
+def _single_run(model, x0, y, target, start, best_x, best_norm, steps, num_classes, norm, alpha_max, eta, beta,
+                stop: float | None = None):
+    """`steps` FAB iterations from `start`; returns the updated per-image best point and norm.
+
+    stop: an image leaves the run once its best norm is <= stop (AutoAttack needs only some
+    adversarial point within eps), so later iterations work on fewer images. Images are
+    independent, so the others' iterations are unchanged.
+    """
     shape = (-1, *([1] * (x0.dim() - 1)))
+    best_x, best_norm = best_x.clone(), best_norm.clone()
+    rows = torch.arange(x0.shape[0], device=x0.device)
+    if stop is not None:
+        rows = (best_norm > stop).nonzero().squeeze(1)
+    full = rows.numel() == x0.shape[0]
+    xc, x0, y = start[rows], x0[rows], y[rows]
+    target = target[rows] if target is not None else None
+    bx, bn = best_x[rows], best_norm[rows]
     for _ in range(steps):
+        if rows.numel() == 0:
+            break
         w, b = _linearised_boundary(model, xc, y, target, num_classes, norm)
         xc = _biased_step(x0, xc, w, b, norm, alpha_max, eta)
         with torch.no_grad():
             adv = _is_adversarial(model(xc), y, target)
         size = perturbation_norm(xc - x0, norm)
-        better = adv & (size < best_norm)
-        best_x = torch.where(better.view(shape), xc, best_x)
-        best_norm = torch.where(better, size, best_norm)
+        better = adv & (size < bn)
+        bx = torch.where(better.view(shape), xc, bx)
+        bn = torch.where(better, size, bn)
         # adversarial: step back toward x so the next approach of the boundary starts closer in
         xc = torch.where(adv.view(shape), x0 + beta * (xc - x0), xc)
+        if stop is not None and (better & (bn <= stop)).any():
+            done = bn <= stop
+            best_x[rows[done]], best_norm[rows[done]] = bx[done], bn[done]
+            keep = ~done
+            rows, xc, x0, y, bx, bn = rows[keep], xc[keep], x0[keep], y[keep], bx[keep], bn[keep]
+            target = target[keep] if target is not None else None
+            full = False
+    if full:
+        return bx, bn
+    best_x[rows], best_norm[rows] = bx, bn
     return best_x, best_norm
 
 
-def _random_start(x: torch.Tensor, radius: torch.Tensor, norm: str, generator: torch.Generator | None):
+def _random_start(x: torch.Tensor, radius: torch.Tensor, norm: str, generator: torch.Generator):
     """A uniform random point of the ball of per-image `radius` around x, clipped to [0, 1]."""
     shape = (-1, *([1] * (x.dim() - 1)))
     if norm == "linf":
@@ -258,17 +344,21 @@ def _initial_norms(done: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.where(done, torch.zeros_like(inf), inf)
 
 
-def _search(model, x, y, target, norm, steps, eps, restarts, alpha_max, eta, beta, generator, num_classes):
+def _search(model, x, y, target, norm, steps, eps, restarts, alpha_max, eta, beta, generator, num_classes,
+            clean: torch.Tensor, stop_within_eps: bool = False):
     """Per image the smallest adversarial point found and its norm (x and 0 where x is
-    already adversarial, x and +inf where none was found). The model is in eval mode.
+    already adversarial, x and +inf where none was found). The model is in eval mode;
+    `clean` is its output at x.
 
     Restarts run only on images they can help: with eps, those with no adversarial within
     eps yet; without, every image not already adversarial (a smaller one may exist).
+    stop_within_eps (AutoAttack): an image stops as soon as it has an adversarial within eps,
+    and the points are not re-checked here (the caller confirms them).
     """
-    with torch.no_grad():
-        done = _is_adversarial(model(x), y, target)
+    done = _is_adversarial(clean, y, target)
     best_x, best_norm = x.clone(), _initial_norms(done, x)
     enough = eps if eps is not None else 0.0
+    stop = eps if stop_within_eps and eps is not None else None
     for restart in range(restarts + 1):
         todo = (best_norm > enough).nonzero().squeeze(1)
         if todo.numel() == 0:
@@ -281,8 +371,10 @@ def _search(model, x, y, target, norm, steps, eps, restarts, alpha_max, eta, bet
             cap = eps if eps is not None else DEFAULT_START_RADIUS[norm]
             start = _random_start(x0, 0.5 * best_norm[todo].clamp(max=cap), norm, generator)
         bx, bn = _single_run(model, x0, y0, t0, start, best_x[todo], best_norm[todo], steps, num_classes, norm,
-                             alpha_max, eta, beta)
+                             alpha_max, eta, beta, stop=stop)
         best_x[todo], best_norm[todo] = bx, bn
+    if stop_within_eps:
+        return best_x, best_norm
     return _verified(model, x, y, target, best_x, norm)
 
 
@@ -315,24 +407,15 @@ def _check_eta(eta) -> float:
     return eta
 
 
-def _generator(seed, device) -> torch.Generator | None:
-    """A private generator for the random starts, so a seed makes the attack reproducible
-    without touching the global RNG; None uses the global RNG."""
-    if seed is None:
-        return None
-    seed = check_int(seed, "seed", 0)
-    return torch.Generator(device=device).manual_seed(seed)
-
-
 def _prepare(model, x, y, target):
-    """Validate the labels against the model; returns (x detached, num_classes)."""
+    """Validate the labels against the model; returns (x detached, the model as the attack calls
+    it (advlab.attacks.apgd.prepare_model), its output at x)."""
     x = x.detach()
-    with torch.no_grad():
-        num_classes = model(x[:1]).shape[1]
-    check_classes(y, num_classes, "y")
+    fast, clean = prepare_model(model, x)
+    check_classes(y, clean.shape[1], "y")
     if target is not None:
-        check_classes(target, num_classes, "target")
-    return x, num_classes
+        check_classes(target, clean.shape[1], "target")
+    return x, fast, clean
 
 
 def _threshold(x: torch.Tensor, best_x: torch.Tensor, best_norm: torch.Tensor, eps: float | None) -> torch.Tensor:
@@ -358,7 +441,7 @@ def fab(
     eta: float = ETA,
     beta: float = BETA,
     target=None,
-    seed: int | None = None,
+    seed: int | torch.Generator = 0,
 ) -> torch.Tensor:
     """FAB: per image, the smallest (in `norm`) adversarial point found in [0, 1].
 
@@ -372,8 +455,8 @@ def fab(
     x is already misclassified). With eps (AutoAttack usage) the adversarial point is
     returned only where its norm is <= eps, x elsewhere, so the result lies in the eps-ball.
     `target` (tensor or int): success means argmax == target, and images already classified
-    as the target are returned unchanged. `seed` fixes the random restarts without touching
-    the global RNG.
+    as the target are returned unchanged. `seed`: the random restarts' generator or its seed
+    (advlab.attacks._core.make_generator).
     """
     norm = check_norm(norm)
     steps = check_steps(steps)
@@ -384,13 +467,13 @@ def fab(
     beta = _check_interval(beta, "beta", 0.0, 1.0, low_open=True)
     check_images(x, y)
     target = check_target(y, target)
-    generator = _generator(seed, x.device)
+    generator = make_generator(seed, x.device)
     if x.shape[0] == 0:
         return x.detach().clone()
     with eval_mode(model):
-        x, num_classes = _prepare(model, x, y, target)
-        best_x, best_norm = _search(model, x, y, target, norm, steps, eps, restarts, alpha_max, eta, beta,
-                                    generator, num_classes)
+        x, fast, clean = _prepare(model, x, y, target)
+        best_x, best_norm = _search(fast, x, y, target, norm, steps, eps, restarts, alpha_max, eta, beta,
+                                    generator, clean.shape[1], clean)
     return _threshold(x, best_x, best_norm, eps)
 
 
@@ -402,7 +485,7 @@ def fab_targeted(
     steps: int = 100,
     eps: float | None = None,
     n_target_classes: int = 9,
-    seed: int | None = None,
+    seed: int | torch.Generator = 0,
     restarts: int = 0,
 ) -> torch.Tensor:
     """FAB-T (AutoAttack's variant): targeted FAB toward each of the `n_target_classes`
@@ -419,30 +502,43 @@ def fab_targeted(
     eps = None if eps is None else check_eps(eps)
     restarts = check_int(restarts, "restarts", 0)
     check_images(x, y)
-    generator = _generator(seed, x.device)
+    generator = make_generator(seed, x.device)
     if x.shape[0] == 0:
         return x.detach().clone()
     with eval_mode(model):
-        x, num_classes = _prepare(model, x, y, None)
-        n_target_classes = check_n_target_classes(n_target_classes, num_classes)
-        with torch.no_grad():
-            logits = model(x)
-        # the strongest competitors first: their boundaries are usually the closest
-        targets = logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)[:, :n_target_classes]
-        best_x, best_norm = x.clone(), _initial_norms(logits.argmax(1) != y, x)
-        enough = eps if eps is not None else 0.0
-        for k in range(n_target_classes):
-            todo = (best_norm > enough).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            bx, bn = _search(model, x[todo], y[todo], targets[todo, k], norm, steps, eps, restarts,
-                             ALPHA_MAX, ETA, BETA, generator, num_classes)
-            better = bn < best_norm[todo]
-            best_x[todo] = torch.where(better.view(-1, *([1] * (x.dim() - 1))), bx, best_x[todo])
-            best_norm[todo] = torch.where(better, bn, best_norm[todo])
+        x, fast, clean = _prepare(model, x, y, None)
+        n_target_classes = check_n_target_classes(n_target_classes, clean.shape[1])
+        x_adv, _ = _fab_targeted(fast, x, y, clean, norm, steps, eps, n_target_classes, restarts, generator)
+    return x_adv
+
+
+def _fab_targeted(fast, x, y, clean, norm, steps, eps, n_target_classes, restarts, generator,
+                  stop_within_eps: bool = False):
+    """FAB-T on x given the model's clean outputs; returns (points as `fab_targeted` returns
+    them, per image whether an adversarial was found (within eps when eps is given)).
+
+    stop_within_eps (AutoAttack): an image leaves a run as soon as it has an adversarial within
+    eps, and the points are not re-checked on the whole batch (the caller confirms them).
+    """
+    num_classes = clean.shape[1]
+    # the strongest competitors first: their boundaries are usually the closest
+    targets = clean.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)[:, :n_target_classes]
+    best_x, best_norm = x.clone(), _initial_norms(clean.argmax(1) != y, x)
+    enough = eps if eps is not None else 0.0
+    for k in range(n_target_classes):
+        todo = (best_norm > enough).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        bx, bn = _search(fast, x[todo], y[todo], targets[todo, k], norm, steps, eps, restarts,
+                         ALPHA_MAX, ETA, BETA, generator, num_classes, clean[todo], stop_within_eps)
+        better = bn < best_norm[todo]
+        best_x[todo] = torch.where(better.view(-1, *([1] * (x.dim() - 1))), bx, best_x[todo])
+        best_norm[todo] = torch.where(better, bn, best_norm[todo])
+    if not stop_within_eps:
         # a target reached is a misclassification; confirm it on the whole batch
-        best_x, best_norm = _verified(model, x, y, None, best_x, norm)
-    return _threshold(x, best_x, best_norm, eps)
+        best_x, best_norm = _verified(fast, x, y, None, best_x, norm)
+    found = best_norm <= eps if eps is not None else best_norm < math.inf
+    return _threshold(x, best_x, best_norm, eps), found
 
 
 def minimal_norms(
@@ -452,7 +548,7 @@ def minimal_norms(
     norm: str = "linf",
     steps: int = 100,
     restarts: int = 0,
-    seed: int | None = None,
+    seed: int | torch.Generator = 0,
 ) -> torch.Tensor:
     """(N,) norm of the smallest adversarial perturbation FAB finds per image: 0 where x is
     already misclassified, +inf where none was found.
@@ -464,13 +560,13 @@ def minimal_norms(
     steps = check_steps(steps)
     restarts = check_int(restarts, "restarts", 0)
     check_images(x, y)
-    generator = _generator(seed, x.device)
+    generator = make_generator(seed, x.device)
     if x.shape[0] == 0:
         return torch.zeros(0, dtype=x.dtype, device=x.device)
     with eval_mode(model):
-        x, num_classes = _prepare(model, x, y, None)
-        _, best_norm = _search(model, x, y, None, norm, steps, None, restarts, ALPHA_MAX, ETA, BETA, generator,
-                               num_classes)
+        x, fast, clean = _prepare(model, x, y, None)
+        _, best_norm = _search(fast, x, y, None, norm, steps, None, restarts, ALPHA_MAX, ETA, BETA, generator,
+                               clean.shape[1], clean)
     return best_norm
 
 

@@ -28,6 +28,7 @@ def pgd(
     norm: str = "linf",
     loss: str = "ce",
     restarts: int = 1,
+    seed: int | torch.Generator = 0,
 ) -> torch.Tensor:
     """x_{t+1} = Proj_{B(x, eps) and [0,1]}(x_t + step_size * d(grad_x loss(x_t))),
     d = sign for L-inf and the unit L2 direction for L2.
@@ -37,6 +38,7 @@ def pgd(
     loss: "ce" (cross-entropy), "margin" (Carlini-Wagner) or "dlr".
     restarts > 1 (each from a new random start after the first) keeps, per image, the
     restart that fooled the model, or else the one with the highest loss.
+    seed: the random starts' generator, or its seed (advlab.attacks._core.make_generator).
     """
     eps = check_eps(eps)
     steps = check_steps(steps)
@@ -50,10 +52,11 @@ def pgd(
     if eps == 0:
         return x.clone()
 
+    generator = _core.make_generator(seed, x.device) if (random_start or restarts > 1) else None
     with eval_mode(model):
         best = None
         for restart in range(restarts):
-            start = _core.random_start(x, eps, norm) if (random_start or restart > 0) else x.clone()
+            start = _core.random_start(x, eps, norm, generator) if (random_start or restart > 0) else x.clone()
             x_adv = ascend(model, x, y, start, eps, steps, step_size, norm, loss_fn, target, check=restart == 0)
             if restarts == 1:
                 return x_adv
@@ -61,16 +64,19 @@ def pgd(
         return best[0]
 
 
-def ascend(model, x, y, x_adv, eps, steps, step_size, norm, loss_fn, target=None, check=False):
+def ascend(model, x, y, x_adv, eps, steps, step_size, norm, loss_fn, target=None, check=False, observe=None):
     """The PGD iterations from x_adv: `steps` steepest-ascent steps on loss_fn(out, y, target),
     each projected onto the eps-ball around x and [0, 1]. Shared with TRADES, whose
-    objective is a KL divergence instead of a loss on labels."""
+    objective is a KL divergence instead of a loss on labels. observe(step, x_adv, out), when
+    given, sees every iterate with the model output the step computed anyway (convergence traces)."""
     if norm == "linf":
         # The L-inf ball intersected with [0, 1] is a box: bound it once, then each step is one fused
         # add and one clamp (the same numbers as _core.project, three elementwise passes instead of eight).
         low, high = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
     for step in range(steps):
-        grad, _, _ = _core.input_gradient(model, x_adv, y, loss_fn, target, check=check and step == 0)
+        grad, out, _ = _core.input_gradient(model, x_adv, y, loss_fn, target, check=check and step == 0)
+        if observe is not None:
+            observe(step, x_adv, out)
         if norm == "linf":
             x_adv = torch.clamp(x_adv.add(grad.sign_(), alpha=step_size), low, high)  # grad is ours to overwrite
         else:

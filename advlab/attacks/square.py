@@ -36,10 +36,12 @@ from advlab.attacks._core import (
     check_images,
     check_int,
     check_norm,
+    make_generator,
     check_target,
     eval_mode,
     project,
 )
+from advlab.attacks.apgd import prepare_model
 from advlab.attacks.losses import margin
 
 # The reference p schedule for a budget of 10000 queries: after iteration `bound` the window
@@ -61,7 +63,7 @@ def square(
     queries: int = 5000,
     p_init: float = 0.8,
     target=None,
-    seed: int | None = None,
+    seed: int | torch.Generator = 0,
 ) -> torch.Tensor:
     """Square Attack on a batch of images (N, C, H, W) in [0, 1]; returns the adversarial images.
 
@@ -69,8 +71,8 @@ def square(
     one clean prediction that leaves images the model already gets wrong untouched.
     p_init: the fraction of the image the first windows cover, in (0, 1].
     target: a class (int or one per image) to push toward instead of away from y.
-    seed: all randomness comes from a generator on x's device seeded with it (the global RNG
-    is not touched); None draws a fresh seed.
+    seed: all randomness comes from this generator, or one on x's device seeded with it
+    (advlab.attacks._core.make_generator); the global random state is not touched.
     Images that are never fooled come back at the best (highest-margin) point found.
     """
     eps = check_eps(eps)
@@ -82,20 +84,31 @@ def square(
         raise ValueError(f"x must be a batch of images (N, C, H, W) for Square's windows, got shape {tuple(x.shape)}")
     target = check_target(y, target)
     x = x.detach()
-    gen = _generator(seed, x.device)
+    gen = make_generator(seed, x.device)
 
-    with eval_mode(model), torch.no_grad():
-        out = model(x)
+    with eval_mode(model):
+        fast, out = prepare_model(model, x)
         check_classes(y, out.shape[1], "y")
         if target is not None:
             check_classes(target, out.shape[1], "target")
-        x_adv = x.clone()
-        todo = (~_fooled(out, y, target)).nonzero().squeeze(1)
-        if eps == 0 or todo.numel() == 0:
-            return x_adv
-        sub_target = target[todo] if target is not None else None
-        x_adv[todo] = _search(model, x[todo], y[todo], sub_target, eps, norm, queries, p_init, gen)
+        x_adv, _ = _square(fast, x, y, out, eps, norm, queries, p_init, target, gen)
     return x_adv
+
+
+def _square(fast, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, eps: float, norm: str, queries: int,
+            p_init: float, target: torch.Tensor | None, gen: torch.Generator):
+    """Square on x given the model's clean outputs; returns (points, fooled per image)."""
+    if x.dim() != 4:
+        raise ValueError(f"x must be a batch of images (N, C, H, W) for Square's windows, got shape {tuple(x.shape)}")
+    x_adv = x.clone()
+    fooled = _fooled(clean, y, target)
+    todo = (~fooled).nonzero().squeeze(1)
+    if eps == 0 or todo.numel() == 0:
+        return x_adv, fooled
+    sub_target = target[todo] if target is not None else None
+    with torch.no_grad():
+        x_adv[todo], fooled[todo] = _search(fast, x[todo], y[todo], sub_target, eps, norm, queries, p_init, gen)
+    return x_adv, fooled
 
 
 # ---------------------------------------------------------------- argument checks
@@ -111,33 +124,48 @@ def _check_p_init(p_init: float) -> float:
 # ---------------------------------------------------------------- the random search
 
 
-def _search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, eps: float,
-            norm: str, queries: int, p_init: float, gen: torch.Generator) -> torch.Tensor:
-    """Random search from the norm's start, querying only the images not yet fooled."""
+def _search(model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, eps: float,
+            norm: str, queries: int, p_init: float, gen: torch.Generator):
+    """Random search from the norm's start, querying only the images not yet fooled.
+
+    Returns (x_best, fooled). The images still searched are kept as compact working copies,
+    rebuilt only when some are fooled (not gathered from the full batch at every query).
+    """
     start = _linf_start if norm == "linf" else _l2_start
-    propose = _linf_proposal if norm == "linf" else _l2_proposal
     x_best = project(x + start(x, eps, gen), x, eps, norm)
     out = model(x_best)
     loss = margin(out, y, target)
     fooled = _fooled(out, y, target)
 
+    active = (~fooled).nonzero().squeeze(1)
+    xa, best, ya, la = x[active], x_best[active], y[active], loss[active]
+    ta = target[active] if target is not None else None
+    bounds = _linf_bounds(xa, eps) if norm == "linf" else None
     for it in range(1, queries):
-        active = (~fooled).nonzero().squeeze(1)
         if active.numel() == 0:
             break
         p = _p_schedule(it, queries, p_init)
-        candidate = propose(x[active], x_best[active], eps, p, gen)
+        if norm == "linf":
+            candidate = _linf_proposal(xa, best, eps, p, gen, bounds)
+        else:
+            candidate = _l2_proposal(xa, best, eps, p, gen)
         out = model(candidate)
-        sub_target = target[active] if target is not None else None
-        new_loss = margin(out, y[active], sub_target)
-        better = new_loss > loss[active]
+        new_loss = margin(out, ya, ta)
+        better = new_loss > la
         if not better.any():
             continue
-        idx = active[better]
-        x_best[idx] = candidate[better]
-        loss[idx] = new_loss[better]
-        fooled[idx] = _fooled(out[better], y[idx], sub_target[better] if sub_target is not None else None)
-    return x_best
+        best = torch.where(better.view(-1, 1, 1, 1), candidate, best)
+        la = torch.where(better, new_loss, la)
+        hit = better & _fooled(out, ya, ta)
+        if hit.any():
+            x_best[active] = best
+            fooled[active[hit]] = True
+            keep = ~hit
+            active, xa, best, ya, la = active[keep], xa[keep], best[keep], ya[keep], la[keep]
+            ta = ta[keep] if ta is not None else None
+            bounds = tuple(b[keep] for b in bounds) if bounds is not None else None
+    x_best[active] = best
+    return x_best, fooled
 
 
 def _fooled(out: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -152,15 +180,6 @@ def _p_schedule(it: int, queries: int, p_init: float) -> float:
         if it <= bound:
             return p_init / divisor
     return p_init / _P_LAST_DIVISOR
-
-
-def _generator(seed: int | None, device: torch.device) -> torch.Generator:
-    gen = torch.Generator(device=device)
-    if seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(int(seed))
-    return gen
 
 
 def _random_signs(shape: tuple, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -190,9 +209,16 @@ def _linf_side(p: float, h: int, w: int) -> int:
     return max(min(round(math.sqrt(p * h * w)), min(h, w) - 1), 1)
 
 
+def _linf_bounds(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The box that L-inf projection then clipping to [0, 1] clamps to: [max(x - eps, 0), min(x + eps, 1)]
+    (clamping to it gives exactly project(., x, eps, "linf"), with no arithmetic)."""
+    return (x - eps).clamp_min(0.0), (x + eps).clamp_max(1.0)
+
+
 def _linf_proposal(x: torch.Tensor, x_best: torch.Tensor, eps: float, p: float,
-                   gen: torch.Generator) -> torch.Tensor:
-    """x_best with one window set, per image and channel, to x + eps or x - eps."""
+                   gen: torch.Generator, bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """x_best with one window set, per image and channel, to x + eps or x - eps.
+    bounds: `_linf_bounds(x, eps)`, if the caller keeps them across proposals."""
     n, c, h, w = x.shape
     win = _window(h, w, _linf_side(p, h, w), gen)
     values = eps * _random_signs((n, c, 1, 1), gen, x)
@@ -204,7 +230,9 @@ def _linf_proposal(x: torch.Tensor, x_best: torch.Tensor, eps: float, p: float,
         values[unchanged] = eps * _random_signs((int(unchanged.sum()), c, 1, 1), gen, x)
     delta = x_best - x
     delta[win] = values  # broadcast over the window
-    return project(x + delta, x, eps, "linf")
+    if bounds is None:
+        return project(x + delta, x, eps, "linf")
+    return torch.clamp(x + delta, *bounds)
 
 
 # ---------------------------------------------------------------- L2

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.attacks._core import check_eps, check_images, eval_mode
-from advlab.evaluation.stats import Rate
+from advlab.stats import Rate
 
 
 def check_lipschitz_constant(value) -> float:
@@ -131,7 +131,7 @@ class LipschitzMarginLoss:
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator=None):  # draws nothing
         L = model_lipschitz_constant(model) if self.lipschitz_constant is None else self.lipschitz_constant
         out = model(x)
         return lipschitz_margin_loss(out, y, self.eps, L, self.temperature), {"clean": out}

@@ -38,7 +38,7 @@ def _relative_weights(weights: Sequence[float] | None, n: int) -> list[float]:
 
 
 class MixedLoss:
-    """Called as loss(model, x, y) -> (loss, outputs); outputs maps each computed term's
+    """Called as loss(model, x, y, generator=None) -> (loss, outputs); outputs maps each computed term's
     name ("clean", "adv", or "adv<i>_<perturbation>" when there are several) to the model output."""
 
     def __init__(self, alpha: float = 1.0, perturbations: Sequence[Perturbation] = (),
@@ -60,9 +60,9 @@ class MixedLoss:
     def adversarial(self) -> bool:
         return any(p is not None for _, _, p in self.terms)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None):
         # Perturb first, so every attack sees the model as it was at the start of the step.
-        inputs = {name: x if p is None else p(model, x, y) for name, _, p in self.terms}
+        inputs = {name: x if p is None else p(model, x, y, generator=generator) for name, _, p in self.terms}
         loss, outputs = x.new_zeros(()), {}
         for name, weight, _ in self.terms:
             outputs[name] = model(inputs[name])

@@ -161,18 +161,3 @@ class Purified(nn.Module):
     def extra_loss(self, x: torch.Tensor) -> torch.Tensor:
         """The VAE's loss on x (negative ELBO per pixel value), to add to the classification loss."""
         return elbo_loss(self.vae, x, self.beta)
-
-
-def build_purified(classifier: dict | None = None, latent_dim: int = 128, width: int = 32, beta: float = 1.0,
-                   sample: bool = True, quantize: bool = False) -> Purified:
-    """The registry's constructor: plain arguments only, so a checkpoint can rebuild it by name.
-
-    classifier: build_model's arguments for the classifier behind the purifier.
-    """
-    from advlab.models import build_model  # here, not at the top: advlab.models registers this function
-
-    classifier = dict(classifier or {"name": "seed_cnn"})
-    if "name" not in classifier:
-        raise ValueError(f"classifier must name a registered model (a 'name' key), got {classifier}")
-    return Purified(ConvVAE(latent_dim, width), build_model(**classifier), beta=beta, sample=sample,
-                    quantize=quantize)

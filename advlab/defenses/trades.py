@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.attacks._core import check_eps, check_norm, check_steps, eval_mode, project
+from advlab.attacks._core import check_eps, check_norm, check_steps, eval_mode, make_generator, project
 from advlab.attacks.pgd import ascend
 
 
@@ -36,16 +36,17 @@ class TradesLoss:
 
     adversarial = True
 
-    def perturb(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def perturb(self, model: nn.Module, x: torch.Tensor, generator: torch.Generator | int = 0) -> torch.Tensor:
         x = x.detach()
+        noise = torch.randn(x.shape, generator=make_generator(generator, x.device), device=x.device, dtype=x.dtype)
         with eval_mode(model):
             with torch.no_grad():
                 reference = model(x).log_softmax(1)
-            start = project(x + 0.001 * torch.randn_like(x), x, self.eps, self.norm)
+            start = project(x + 0.001 * noise, x, self.eps, self.norm)
             return ascend(model, x, None, start, self.eps, self.steps, self.step_size, self.norm, kl_from(reference))
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        x_adv = self.perturb(model, x)
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None):
+        x_adv = self.perturb(model, x, 0 if generator is None else generator)
         clean, adv = model(x), model(x_adv)
         smoothness = F.kl_div(adv.log_softmax(1), clean.log_softmax(1), reduction="batchmean", log_target=True)
         return F.cross_entropy(clean, y) + self.beta * smoothness, {"clean": clean, "adv": adv}

@@ -7,37 +7,20 @@ Every registered model takes images in [0, 1] and returns logits or
 log-probabilities over the classes; normalisation is a layer inside it.
 """
 
-from collections.abc import Callable
-
-from torch import nn
-
-from advlab.defenses.purification import build_purified
 from advlab.models.lipschitz import LipschitzCNN
 from advlab.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
 from advlab.models.preact_resnet import PreActResNet18
+from advlab.models.purified import build_purified
+from advlab.models.registry import MODELS, build_model, register
 from advlab.models.seed_cnn import SeedCNN
 from advlab.models.wide_resnet import WideResNet
-
-MODELS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str, factory: Callable[..., nn.Module]) -> None:
-    if name in MODELS:
-        raise ValueError(f"model {name!r} is already registered")
-    MODELS[name] = factory
-
-
-def build_model(name: str, **kwargs) -> nn.Module:
-    if name not in MODELS:
-        raise ValueError(f"model: unknown name {name!r}; registered models are {sorted(MODELS)}")
-    return MODELS[name](**kwargs)
 
 
 register("seed_cnn", SeedCNN)
 register("preact_resnet18", PreActResNet18)
 register("wide_resnet", WideResNet)
 register("lipschitz_cnn", LipschitzCNN)  # 1-Lipschitz in L2: certified robustness from its margins
-register("purified", build_purified)  # a classifier behind a VAE purifier (advlab/defenses/purification.py)
+register("purified", build_purified)  # a classifier behind a VAE purifier (advlab/models/purified.py)
 
 __all__ = ["MODELS", "register", "build_model", "SeedCNN", "PreActResNet18", "WideResNet", "Normalize",
            "CIFAR10_MEAN", "CIFAR10_STD"]

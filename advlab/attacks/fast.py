@@ -1,0 +1,243 @@
+"""Fast AutoAttack: an adaptive ensemble with AutoAttack's strength at a fraction of its cost.
+
+Standard AutoAttack (advlab.attacks.autoattack) spends most of its time on images no attack
+will fool: each robust image goes through APGD-CE, APGD-T toward 9 target classes, FAB-T
+toward 9 and 5000 Square queries, although where gradients are honest the first APGD-T
+targets already find nearly every point the ensemble finds. Fast mode runs the cheap, strong
+part on every image and keeps the rest of AutoAttack for the images, or the models, where
+the cheap part gives a reason to distrust it.
+
+0. Flat-gradient check (one backward pass): an image whose margin has an exactly zero input
+   gradient at x (rounding, thresholds: "shattered" gradients) cannot be moved by a gradient
+   attack, so it skips stages 1-2 and goes to Square directly.
+1. APGD-CE (`steps`) on every other correctly classified image; fooled images leave the batch
+   at once, so on weak models this stage is nearly the whole cost.
+2. APGD-T (targeted DLR) toward only the top `n_target_classes` classes by clean output: the
+   nearest classes in logit space are where the boundary usually is, and DLR's ratio form is
+   what defeats rescaled or saturated logits (where cross-entropy's gradient vanishes).
+   With an int seed both APGD stages draw the same random starts as AutoAttack's, so on the
+   images they share they find the same points.
+3. Square, short (`queries`): the gradient-masking guard. It never uses a gradient, so where
+   it fools what the gradient stages missed, those gradients were not telling the truth.
+4. Escalation, the safety net:
+   - Model level: if Square fooled more than `masking_share` of the images it attacked, the
+     model is treated as gradient-masked. On such a model AutoAttack's gradient stages are no
+     better than their random starts and its strength is Square's, so every image still robust
+     gets AutoAttack's Square at its full budget (`full_queries`, a fresh random stream), on
+     top of the short run; masked_escalation="autoattack" runs the whole standard AutoAttack
+     on them instead (as strong, more costly).
+   - Image level, otherwise: an image still robust goes to the full standard AutoAttack when
+     its gradient was flat (stages 1-2 never saw it), when Square came much closer to the
+     boundary than the gradient stages (its margin below `disagreement` times theirs: the
+     stages disagree), or when its lowest margin over all stages came within `boundary` of
+     the decision boundary (margin / clean margin <= boundary, logit differences, so the ratio
+     ignores the logits' scale). A near-miss is what the skipped targets, FAB-T or a longer
+     Square could still push over.
+   An image Square fooled needs no escalation itself (it is already adversarial); what that
+   disagreement says is about the model, hence the model-level rule.
+
+Each stage sees only the images every earlier stage failed to fool, and each image keeps the
+first adversarial point found, so the result is a per-image worst case, as in AutoAttack,
+and its robust accuracy an upper bound like any attack's. bench/evaluation.py measures how
+close it stays to standard AutoAttack's, and at what share of its time, on a zoo of defenses.
+Randomised models (a sampled purifier) need AutoAttack's version="rand" (EOT): this ensemble
+of deterministic attacks does not replace it.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from advlab.attacks._core import (
+    check_classes,
+    check_eps,
+    check_images,
+    check_int,
+    check_norm,
+    eval_mode,
+    make_generator,
+)
+from advlab.attacks.apgd import apgd, apgd_targeted
+from advlab.attacks.autoattack import autoattack
+from advlab.attacks.losses import margin
+from advlab.attacks.square import square
+
+MASKED_ESCALATIONS = ("square", "autoattack")
+
+
+@dataclass
+class FastStages:
+    """What fast_autoattack did, returned with return_stages=True.
+
+    broken_by: per image, the stage whose point fooled the model: "clean" (misclassified at x),
+        "apgd-ce", "apgd-t", "square", "square-full" (masked model), "autoattack:<its stage>"
+        for an image escalated to AutoAttack, or "" where nothing did.
+    escalated: per image, why it was escalated: "masked", "flat", "disagree", "boundary", or ""
+        (not escalated).
+    masked: whether the model was judged gradient-masked.
+    seconds: wall time per stage ("autoattack" or "square-full" for the escalation).
+    margin_ratio: per stage, per image, the logit margin (true class minus the best other) at the
+        stage's point over the clean margin: 1 = not moved, <= 0 = fooled; nan where it did not run.
+    """
+
+    broken_by: list[str]
+    escalated: list[str]
+    masked: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+    margin_ratio: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def fast_autoattack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    norm: str = "linf",
+    seed: int | torch.Generator = 0,
+    steps: int = 100,
+    n_target_classes: int = 3,
+    queries: int = 500,
+    masking_share: float = 0.05,
+    masked_escalation: str = "square",
+    boundary: float = 0.02,
+    disagreement: float = 0.5,
+    full_queries: int = 5000,
+    escalate: bool = True,
+    return_stages: bool = False,
+):
+    """Adversarial images of the fast ensemble (see the module docstring) at radius eps.
+
+    steps: iterations of every APGD (and FAB) run, escalation included; n_target_classes:
+    APGD-T's targets (top classes by clean output); queries: the short Square's budget;
+    masking_share: the share of the images Square attacks that it may fool before the model is
+    treated as gradient-masked; masked_escalation: what the remaining images of a masked model
+    get, "square" (Square with full_queries) or "autoattack" (the full standard AutoAttack);
+    boundary: the margin ratio (best point / clean) at or below which a robust image is
+    escalated; disagreement: escalate when Square's margin ratio is below this times the
+    gradient stages'; full_queries: Square's budget in the escalation (AutoAttack's 5000);
+    escalate=False stops after stage 3 (cheaper, weaker). seed: an int (each stage starts its
+    own generator from it, as AutoAttack does) or a Generator the stages draw from in turn;
+    the global random state is untouched.
+
+    Returns the images (inside the eps-ball and [0, 1]; x itself where nothing was found, or
+    where x is already misclassified); with return_stages=True, (images, FastStages).
+    """
+    eps, norm = check_eps(eps), check_norm(norm)
+    steps, queries, full_queries = (check_int(v, k, 1) for k, v in
+                                    (("steps", steps), ("queries", queries), ("full_queries", full_queries)))
+    masking_share, boundary, disagreement = (_check_fraction(v, k) for k, v in (
+        ("masking_share", masking_share), ("boundary", boundary), ("disagreement", disagreement)))
+    if masked_escalation not in MASKED_ESCALATIONS:
+        raise ValueError(f"masked_escalation must be one of {MASKED_ESCALATIONS}, got {masked_escalation!r}")
+    check_images(x, y)
+    make_generator(seed, x.device)  # refuses a bad seed up front, whatever the images
+    x = x.detach()
+    x_adv = x.clone()
+    stages = FastStages(broken_by=[], escalated=[""] * len(y))
+    if x.shape[0] == 0:
+        return (x_adv, stages) if return_stages else x_adv
+    with eval_mode(model):
+        clean = _forward(model, x)
+        check_classes(y, clean.shape[1], "y")
+        n_target_classes = check_int(n_target_classes, "n_target_classes", 1)
+        if n_target_classes > clean.shape[1] - 1:
+            raise ValueError(f"n_target_classes must be at most {clean.shape[1] - 1} (the classes other than the "
+                             f"true one), got {n_target_classes}")
+        robust = clean.argmax(1) == y
+        stages.broken_by = ["" if r else "clean" for r in robust.tolist()]
+        if eps == 0 or not robust.any():
+            return (x_adv, stages) if return_stages else x_adv
+        clean_margin = -margin(clean, y)  # > 0 on the images still to attack
+        flat = torch.zeros_like(robust)
+        flat[robust] = _flat_gradient(model, x[robust], y[robust])
+
+        def run(name, attack, on):
+            """Attack the images in mask `on`; returns (attacked, fooled) index tensors."""
+            idx = on.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                return idx, idx
+            start = time.perf_counter()
+            candidate = attack(x[idx], y[idx])
+            out = _forward(model, candidate)
+            fooled = out.argmax(1) != y[idx]
+            ratio = torch.full_like(clean_margin, torch.nan)
+            ratio[idx] = -margin(out, y[idx]) / clean_margin[idx].clamp_min(1e-12)
+            stages.margin_ratio[name] = ratio
+            x_adv[idx[fooled]] = candidate[fooled]
+            robust[idx[fooled]] = False
+            for i in idx[fooled].tolist():
+                stages.broken_by[i] = name
+            stages.seconds[name] = stages.seconds.get(name, 0.0) + time.perf_counter() - start
+            return idx, idx[fooled]
+
+        run("apgd-ce", lambda xs, ys: apgd(model, xs, ys, eps, norm=norm, steps=steps, loss="ce", seed=seed),
+            robust & ~flat)
+        run("apgd-t", lambda xs, ys: apgd_targeted(model, xs, ys, eps, norm=norm, steps=steps,
+                                                   n_target_classes=n_target_classes, seed=seed), robust & ~flat)
+        attacked, by_square = run("square", lambda xs, ys: square(model, xs, ys, eps, norm=norm, queries=queries,
+                                                                  seed=seed), robust)
+        if not escalate or not robust.any():
+            return (x_adv, stages) if return_stages else x_adv
+
+        stages.masked = len(by_square) > masking_share * len(attacked)
+        reason = [""] * len(y)
+        if stages.masked:
+            for i in robust.nonzero().squeeze(1).tolist():
+                reason[i] = "masked"
+        else:
+            nan = torch.full_like(clean_margin, torch.nan)
+            gradient = torch.fmin(stages.margin_ratio.get("apgd-ce", nan), stages.margin_ratio.get("apgd-t", nan))
+            black_box = stages.margin_ratio["square"]
+            lowest = torch.fmin(gradient, black_box)
+            for why, mask in (("boundary", lowest <= boundary),
+                              ("disagree", black_box < disagreement * gradient.clamp_min(0)),
+                              ("flat", flat)):
+                for i in (robust & mask).nonzero().squeeze(1).tolist():
+                    reason[i] = why  # later reasons win: flat, then disagree, then boundary
+        send = torch.tensor([bool(r) for r in reason], device=robust.device)
+        for i, why in enumerate(reason):
+            stages.escalated[i] = why
+        if stages.masked and masked_escalation == "square":
+            # a fresh stream: with an int seed the short run's would start from the same stripes
+            long_seed = seed + 1 if isinstance(seed, int) else seed
+            run("square-full", lambda xs, ys: square(model, xs, ys, eps, norm=norm, queries=full_queries,
+                                                     seed=long_seed), send)
+        elif send.any():
+            idx = send.nonzero().squeeze(1)
+            start = time.perf_counter()
+            candidate, names = autoattack(model, x[idx], y[idx], eps, norm=norm, seed=seed, return_stages=True,
+                                          steps=steps, queries=full_queries)
+            for j, (i, name) in enumerate(zip(idx.tolist(), names)):
+                if name:  # never "clean": these images are classified correctly at x
+                    x_adv[i] = candidate[j]
+                    robust[i] = False
+                    stages.broken_by[i] = f"autoattack:{name}"
+            stages.seconds["autoattack"] = time.perf_counter() - start
+    return (x_adv, stages) if return_stages else x_adv
+
+
+@torch.no_grad()
+def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x)
+
+
+def _flat_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per image, whether the input gradient of its margin at x is exactly zero (no parameter grads)."""
+    x = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        objective = margin(model(x), y).sum()
+        grad = None
+        if objective.requires_grad:  # else no differentiable path from the input to the output
+            (grad,) = torch.autograd.grad(objective, x, allow_unused=True)
+    if grad is None:
+        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    return grad.flatten(1).abs().amax(1) == 0
+
+
+def _check_fraction(value: float, name: str) -> float:
+    value = float(value)
+    if not 0 <= value <= 1:  # also rejects nan
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
