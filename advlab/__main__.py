@@ -1,4 +1,4 @@
-"""`python -m advlab +experiment=NAME key=value ...`: Hydra reads conf/ and runs advlab.experiment.run."""
+"""`python -m advlab +experiment=NAME key=value ...`: Hydra reads conf/ and runs advlab.cli.run."""
 
 import hydra
 from omegaconf import DictConfig
@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig):
-    from advlab.experiment import run
+    from advlab.cli import run  # after Hydra has parsed the command line: --help stays fast
 
     return run(cfg)
 

@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from advlab.io import atomic_path  # noqa: E402
+from advlab.stats import Rate  # noqa: E402
 
 
 def _save(fig, path) -> Path:
@@ -55,23 +56,24 @@ def confusion_matrix(row_percent: Sequence[Sequence[float]], class_names: Sequen
     return _save(fig, path)
 
 
-def rate_curves(eps: Sequence[float], curves: dict[str, Sequence[dict]], path, ylabel: str, title: str):
+def rate_curves(eps: Sequence[float], curves: dict[str, Sequence[Rate]], path, ylabel: str, title: str,
+                norm: str = "linf"):
     """One line per curve with its 95% interval as a band; x axis symlog so eps = 0 shows."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rates in curves.items():
-        values = [100 * r["value"] for r in rates]
-        low = [100 * r["ci95"][0] for r in rates]
-        high = [100 * r["ci95"][1] for r in rates]
+        values = [100 * r.value for r in rates]
+        low = [100 * r.ci95[0] for r in rates]
+        high = [100 * r.ci95[1] for r in rates]
         ax.plot(eps, values, marker="o", label=name)
         ax.fill_between(eps, low, high, alpha=0.2)
     positive = [e for e in eps if e > 0]
     ax.set_xscale("symlog", linthresh=min(positive) if positive else 1e-3)
-    ax.set_xlabel("eps (L-inf, pixel units)")
+    ax.set_xlabel(f"eps ({'L-inf' if norm == 'linf' else 'L2'}, pixel units)")
     ax.set_ylabel(ylabel)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend()
-    n = next(iter(curves.values()))[0]["n"] if curves else 0
+    n = next(iter(curves.values()))[0].n if curves else 0
     ax.set_title(f"{title} (n = {n}, 95% CI bands)")
     return _save(fig, path)
 
@@ -173,4 +175,44 @@ def heatmap(panels: dict[str, Sequence[Sequence[float]]], row_labels: Sequence[s
                         color="black" if ok and m[i, j] > 0.6 * vmax else "white" if ok else "gray")
     fig.colorbar(image, ax=axes.ravel().tolist(), label=value_label, fraction=0.05, pad=0.02)
     fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def convergence(trace: dict, path, title: str = ""):
+    """Loss and margin against the iteration for each traced attack (median, quartile band, a few single
+    images thin), and one image's path through the eps-ball in the plane of two directions."""
+    attacks = list(trace["attacks"])
+    fig, axes = plt.subplots(2, len(attacks) + 1, figsize=(4.2 * (len(attacks) + 1), 6.4), squeeze=False)
+    for col, name in enumerate(attacks):
+        a = trace["attacks"][name]
+        for row, (key, label) in enumerate((("loss", "cross-entropy (attack loss)"),
+                                            ("margin", "margin: true - best other logit"))):
+            ax, s = axes[row, col], a[key]
+            steps = range(len(s["median"]))
+            for single in s["singles"]:
+                ax.plot(steps, single, lw=0.6, alpha=0.5, color="grey")
+            ax.fill_between(steps, s["q25"], s["q75"], alpha=0.25, label="quartiles")
+            ax.plot(steps, s["median"], lw=2, label="median")
+            if key == "margin":
+                ax.axhline(0, color="red", lw=0.8, ls="--")
+            ax.set_xlabel("iteration")
+            ax.set_ylabel(label)
+            note = " (still falling: more steps)" if a["still_falling"] and key == "margin" else ""
+            ax.set_title(f"{name.upper()}{note}", fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[0, col].legend(fontsize=7)
+    p = trace["path"]
+    ax = axes[0, -1]
+    ax.plot(p["boundary_u"], p["boundary_v"], color="black", lw=1, label=f"{trace['norm']} ball, eps={trace['eps']:.3g}")
+    ax.plot(p["u"], p["v"], marker=".", ms=4, lw=1, label="PGD iterates")
+    ax.plot(p["u"][:1], p["v"][:1], "go", label="start")
+    ax.plot(p["u"][-1:], p["v"][-1:], "rs", label="end")
+    ax.set_aspect("equal")
+    ax.set_xlabel("along the final perturbation")
+    ax.set_ylabel("along the first step (orthogonal part)")
+    ax.set_title("one image's path through the ball", fontsize=9)
+    ax.legend(fontsize=7)
+    axes[1, -1].axis("off")
+    fig.suptitle(f"{title} attack convergence at eps={trace['eps']:.3g}, n = {trace['n']} images".strip())
+    fig.tight_layout()
     return _save(fig, path)

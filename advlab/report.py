@@ -1,7 +1,11 @@
-"""A self-contained HTML report of a run or of a multirun sweep.
+"""A self-contained HTML report of a run or of a multirun sweep, rendered from Results objects.
 
     python -m advlab.report outputs/fgsm_defense/DATE        # a run: writes report.html there
-    python -m advlab.report multirun/fgsm_defense/DATE       # a sweep: its report and every run's
+    python -m advlab.report multirun/fgsm_defense/DATE       # a sweep: its summary, its report and every run's
+
+A run writes its report from memory right after it ends (write_run_report); Hydra's callback
+SweepSummary (registered in conf/config.yaml) writes a sweep's summary (advlab.sweep) and report
+when the multirun ends; the command line reads results.json with Results.load.
 
 One file that opens anywhere, offline, and can be mailed or archived: figures are
 embedded as base64 data URIs, the style is inline, nothing is fetched. Every piece
@@ -19,13 +23,15 @@ import math
 import sys
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from advlab import plots
-from advlab.evaluation.stats import Rate, format_rate
 from advlab.io import write_text
-from advlab.sweep import (comparison_rows, job_label, job_results, parsed_overrides, shared_overrides, swept_keys,
-                          write_sweep_summary)
+from advlab.results import WORST_CASE, Check, Curves, Results
+from advlab.stats import Rate
+from advlab.sweep import (Job, comparison_rows, job_label, job_results, parsed_overrides, shared_overrides,
+                          swept_keys, write_sweep_summary)
 
 REPORT = "report.html"
 
@@ -33,6 +39,7 @@ REPORT = "report.html"
 FIGURES = {
     "accuracy_vs_eps": "Accuracy under attack vs eps",
     "targeted_success_vs_eps": "Targeted success vs eps",
+    "convergence": "Attack convergence: loss and margin per iteration, one image's path through the eps-ball",
     "confusion_matrix": "Confusion matrix (clean test images)",
     "test_images": "Test images",
 }
@@ -103,8 +110,8 @@ def _eps_header(eps: list[float]) -> list[str]:
     return [f"eps={_e(f'{e:g}')}" for e in eps]
 
 
-def _rate_cells(eps: list[float], by_eps: dict) -> list[str]:
-    return [_e(format_rate(by_eps[e])) if e in by_eps else "-" for e in eps]
+def _rate_cells(eps: list[float], by_eps: dict[float, Rate]) -> list[str]:
+    return [_e(by_eps[e]) if e in by_eps else "-" for e in eps]
 
 
 def _flat(d: dict, prefix: str = "") -> list[tuple[str, str]]:
@@ -126,59 +133,62 @@ def _kv_table(d: dict) -> str:
     return _table(["", "value"], [[_e(k), f"<code>{_e(v)}</code>"] for k, v in _flat(d)], numeric_from=99)
 
 
-def _checks_summary(checks: list[dict]) -> str:
+def _status(status: str, text: str) -> str:
+    return f'<span class="status {_e(status)}">{_e(text)}</span>'
+
+
+def _checks_summary(checks: list[Check]) -> str:
     counts = {}
     for check in checks:
-        counts[check["status"]] = counts.get(check["status"], 0) + 1
-    return " ".join(f'<span class="status {_e(s)}">{n} {_e(s)}</span>' for s, n in sorted(counts.items()))
+        counts[check.status] = counts.get(check.status, 0) + 1
+    return " ".join(_status(s, f"{n} {s}") for s, n in sorted(counts.items()))
 
 
 # ---------------------------------------------------------------- a run
 
 
-def _card(label: str, rate: dict) -> str:
-    low, high = Rate(rate["successes"], rate["n"]).ci95
-    return (f'<div class="card">{_e(label)}<div class="big">{100 * rate["value"]:.1f}%</div>'
-            f'<div class="ci">95% CI [{100 * low:.1f}, {100 * high:.1f}], n = {rate["n"]}</div></div>')
+def _card(label: str, rate: Rate) -> str:
+    low, high = rate.ci95
+    return (f'<div class="card">{_e(label)}<div class="big">{100 * rate.value:.1f}%</div>'
+            f'<div class="ci">95% CI [{100 * low:.1f}, {100 * high:.1f}], n = {rate.n}</div></div>')
 
 
-def _headline(results: dict) -> str:
+def _worst_by_eps(results: Results) -> dict[float, Rate]:
+    return results.robustness.by_eps(WORST_CASE) if WORST_CASE in results.robustness.rates else {}
+
+
+def _headline(results: Results) -> str:
     """Clean accuracy and the worst case at every eps > 0, big."""
-    rob = results["robustness"]
-    cards = [_card("clean accuracy", results["clean"])]
-    cards += [_card(f"worst case, eps={e:g}", rate)
-              for e, rate in zip(rob["eps"], rob["accuracy"].get("worst_case", [])) if e > 0]
+    cards = [_card("clean accuracy", results.clean)]
+    cards += [_card(f"worst case, eps={e:g}", rate) for e, rate in _worst_by_eps(results).items() if e > 0]
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
-def _accuracy_table(results: dict) -> str:
-    rob = results["robustness"]
-    eps = rob["eps"]
-    rows = [[_e(name.replace("_", " ")), *_rate_cells(eps, dict(zip(eps, rates)))]
-            for name, rates in rob["accuracy"].items()]
-    if "perturbed" in results:
-        p = results["perturbed"]
-        rows.append([f"perturbed ({_e(p['attack'])} on every image)",
-                     *_rate_cells(eps, dict(zip(p["eps"], p["accuracy"])))])
-    return _table(["attack", *_eps_header(eps)], rows)
+def _curve_rows(curves: Curves, eps: list[float], label=lambda name: name) -> list[list[str]]:
+    return [[_e(label(name)), *_rate_cells(eps, curves.by_eps(name))] for name in curves.rates]
 
 
-def _targeted_table(targeted: dict) -> str:
-    eps = targeted["eps"]
-    rows = [[_e(name), *_rate_cells(eps, dict(zip(eps, rates)))] for name, rates in targeted["success"].items()]
-    return _table(["attack", *_eps_header(eps)], rows)
+def _accuracy_table(results: Results) -> str:
+    rows = _curve_rows(results.robustness, results.eps, lambda name: name.replace("_", " "))
+    if results.perturbed:
+        rows += _curve_rows(results.perturbed, results.eps, lambda name: f"perturbed ({name} on every image)")
+    return _table(["attack", *_eps_header(results.eps)], rows)
 
 
-def _checks_table(checks: list[dict]) -> str:
+def _targeted_table(curves: Curves) -> str:
+    return _table(["attack", *_eps_header(curves.eps)], _curve_rows(curves, curves.eps))
+
+
+def _checks_table(checks: list[Check]) -> str:
     return _table(["check", "status", "detail"],
-                  [[_e(c["name"]), f'<span class="status {_e(c["status"])}">{_e(c["status"])}</span>', _e(c["detail"])]
-                   for c in checks], numeric_from=99)
+                  [[_e(c.name), _status(c.status, c.status), _e(c.detail)] for c in checks], numeric_from=99)
 
 
-def _run_figures(run_dir: Path, figures: dict) -> list[str]:
+def _run_figures(run_dir: Path, figures: dict[str, str]) -> list[str]:
     """Curves first, then the attacked images, the confusion matrix, the test images, anything else."""
     examples = sorted(k for k in figures if k.startswith("examples_"))
-    order = ["accuracy_vs_eps", "targeted_success_vs_eps", *examples, "confusion_matrix", "test_images"]
+    order = ["accuracy_vs_eps", "targeted_success_vs_eps", "convergence", *examples, "confusion_matrix",
+             "test_images"]
     keys = [k for k in order if k in figures] + [k for k in figures if k not in order]
     out = []
     for key in keys:
@@ -190,141 +200,153 @@ def _run_figures(run_dir: Path, figures: dict) -> list[str]:
     return out
 
 
-def run_report(run_dir: Path) -> str:
-    """The HTML of one run's report, from run_dir/results.json and the figures beside it."""
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    name = results.get("name", run_dir.name)
-    overrides = " ".join(results.get("overrides", [])) or "(none)"
-    checks = results.get("checks", [])
+def _run_meta(run_dir: Path, results: Results) -> str:
+    overrides = " ".join(results.overrides) or "(none)"
+    checks = f" &middot; checks {_checks_summary(results.checks)}" if results.checks else ""
+    return (f'<p class="meta">{_e(run_dir)} &middot; seed {_e(results.seed)} &middot; {_e(results.n_images)} test '
+            f"images &middot; overrides <code>{_e(overrides)}</code>{checks}</p>")
+
+
+def _run_details(results: Results) -> list[str]:
+    """Training, provenance, evaluation time and the resolved config, where the run recorded them."""
+    body = []
+    if results.training:
+        body += ["<h2>Training</h2>", _kv_table(results.training)]
+    if results.provenance:
+        body += ["<h2>Provenance</h2>", _kv_table(results.provenance)]
+    if results.evaluation_seconds is not None:
+        body.append(f'<p class="meta">evaluation took {_e(results.evaluation_seconds)} s</p>')
+    if results.config:
+        body += ["<h2>Configuration</h2>", "<details><summary>the resolved config (YAML)</summary>"
+                 f"<pre>{_e(OmegaConf.to_yaml(OmegaConf.create(results.config)))}</pre></details>"]
+    return body
+
+
+def run_report(run_dir: str | Path, results: Results) -> str:
+    """The HTML of one run's report, from its results and the figures (results.figures) in run_dir."""
+    run_dir = Path(run_dir)
+    name = results.name or run_dir.name
     body = [
-        f"<h1>{_e(name)}</h1>",
-        f'<p class="meta">{_e(run_dir)} &middot; seed {_e(results.get("seed"))} &middot; '
-        f'{_e(results["n_images"])} test images &middot; overrides <code>{_e(overrides)}</code>'
-        + (f" &middot; checks {_checks_summary(checks)}" if checks else "") + "</p>",
-        _headline(results),
+        f"<h1>{_e(name)}</h1>", _run_meta(run_dir, results), _headline(results),
         "<p>Accuracies with 95% Wilson intervals. Worst case: an image counts as robust only if every "
         "evaluated attack fails on it.</p>",
         "<h2>Accuracy vs eps</h2>", _accuracy_table(results),
     ]
-    if "targeted" in results:
-        tgt = results["targeted"]
-        body += [f"<h2>Targeted success toward {_e(tgt.get('target_name', tgt['target']))}</h2>",
-                 "<p>Over the images whose true class is not the target.</p>", _targeted_table(tgt)]
-    if checks:
+    if results.targeted:
+        t = results.targeted
+        body += [f"<h2>Targeted success toward {_e(t.target_name or t.target)}</h2>",
+                 "<p>Over the images whose true class is not the target.</p>", _targeted_table(t.success)]
+    if results.checks:
         body += ["<h2>Checks</h2>", "<p>A WARN says a number may be an artefact of the attack "
-                 "(weak or masked gradients), not robustness.</p>", _checks_table(checks)]
-    body += ["<h2>Figures</h2>", *_run_figures(run_dir, results.get("figures", {}))]
-    if results.get("training"):
-        body += ["<h2>Training</h2>", _kv_table(results["training"])]
-    if results.get("provenance"):
-        body += ["<h2>Provenance</h2>", _kv_table(results["provenance"])]
-    if "evaluation_seconds" in results:
-        body.append(f'<p class="meta">evaluation took {_e(results["evaluation_seconds"])} s</p>')
-    if results.get("config"):
-        body += ["<h2>Configuration</h2>", "<details><summary>the resolved config (YAML)</summary>"
-                 f"<pre>{_e(OmegaConf.to_yaml(OmegaConf.create(results['config'])))}</pre></details>"]
+                 "(weak or masked gradients), not robustness.</p>", _checks_table(results.checks)]
+    body += ["<h2>Figures</h2>", *_run_figures(run_dir, results.figures), *_run_details(results)]
     return _page(f"advlab report: {name}", body)
+
+
+def write_run_report(run_dir: str | Path, results: Results) -> Path:
+    """Write run_dir/report.html from the run's results (in memory: nothing is read but the figures)."""
+    return write_text(Path(run_dir) / REPORT, run_report(run_dir, results))
 
 
 # ---------------------------------------------------------------- a sweep
 
 
-def _at(job: dict, attack: str, e: float) -> float:
-    """Accuracy (%) of `attack` at eval eps e, NaN when this job did not evaluate it."""
-    rob = job["robustness"]
-    for eps, rate in zip(rob["eps"], rob["accuracy"].get(attack, [])):
-        if math.isclose(eps, e, rel_tol=1e-9, abs_tol=1e-12):
-            return 100 * rate["value"]
-    return math.nan
+def _at(results: Results, attack: str, e: float) -> float:
+    """Accuracy (%) of `attack` at eval eps e, NaN when this run did not evaluate it."""
+    try:
+        return 100 * results.robustness.at(attack, e).value
+    except KeyError:
+        return math.nan
 
 
-def _train_eps(job: dict) -> float:
-    return float(job.get("config", {}).get("eps", parsed_overrides(job).get("eps", "nan")))
+def _train_eps(job: Job) -> float:
+    return float(job.results.config.get("eps", parsed_overrides(job).get("eps", "nan")))
 
 
-def _attacks(jobs: list[dict]) -> list[str]:
-    return list(dict.fromkeys(a for j in jobs for a in j["robustness"]["accuracy"]))
+def _attacks(jobs: list[Job]) -> list[str]:
+    return list(dict.fromkeys(a for j in jobs for a in j.results.robustness.rates))
 
 
-def sweep_heatmaps(sweep_dir: Path, jobs: list[dict]) -> dict[str, tuple[Path, str]]:
-    """The sweep's accuracy grids, one panel per attack: {key: (png, caption)}.
+def _panels(attacks: list[str], cells: list[list[tuple[Results | None, float]]]) -> dict[str, list[list[float]]]:
+    """One grid of accuracies (%) per attack from a grid of (run, eval eps) cells (no run: NaN)."""
+    return {a.replace("_", " "): [[_at(r, a, e) if r is not None else math.nan for r, e in row] for row in cells]
+            for a in attacks}
+
+
+def _matched_heatmap(sweep_dir: Path, jobs: list[Job], keys: list[str]) -> tuple[Path, str] | None:
+    """Rows: the swept overrides other than eps; columns: the training eps; each cell the model trained at
+    that eps evaluated at that same eps. None when no cell was evaluated."""
+    others = [k for k in keys if k != "eps"]
+    train_eps = sorted({_train_eps(j) for j in jobs})
+    row_of = {j.name: job_label(j, others) if others else "all" for j in jobs}
+    rows = list(dict.fromkeys(row_of.values()))
+    cell = {(row_of[j.name], _train_eps(j)): j.results for j in jobs}
+    panels = _panels(_attacks(jobs), [[(cell.get((r, e)), e) for e in train_eps] for r in rows])
+    if not any(math.isfinite(v) for grid in panels.values() for row in grid for v in row):
+        return None
+    path = plots.heatmap(panels, rows, [f"{e:g}" for e in train_eps], sweep_dir / "sweep_heatmap_matched.png",
+                         title="accuracy (%) of each model at its own training eps",
+                         xlabel="training eps = eval eps", ylabel=" ".join(others))
+    return path, ("Each model evaluated at the eps it was trained with: rows are the other swept overrides, "
+                  "columns the training eps, one panel per attack.")
+
+
+def sweep_heatmaps(sweep_dir: str | Path, jobs: list[Job]) -> dict[str, tuple[Path, str]]:
+    """The sweep's accuracy grids, one panel per attack, written as PNGs: {key: (png, caption)}.
 
     "grid": a row per job (labelled by its swept overrides), a column per eval eps.
     "matched" (when the training eps itself is swept): rows are the other swept overrides
     (e.g. alpha), columns the training eps, each cell the model trained at that eps
     evaluated at that same eps -- the eps x alpha x attack grid of adversarial training.
     """
+    sweep_dir = Path(sweep_dir)
     keys = swept_keys(jobs)
-    attacks = _attacks(jobs)
-    eval_eps = sorted({e for j in jobs for e in j["robustness"]["eps"]})
-    out = {}
+    eval_eps = sorted({e for j in jobs for e in j.results.eps})
     path = plots.heatmap(
-        {a.replace("_", " "): [[_at(j, a, e) for e in eval_eps] for j in jobs] for a in attacks},
+        _panels(_attacks(jobs), [[(j.results, e) for e in eval_eps] for j in jobs]),
         [job_label(j, keys) for j in jobs], [f"{e:g}" for e in eval_eps], sweep_dir / "sweep_heatmap.png",
-        title=f"accuracy (%) per run and eval eps, n = {jobs[0]['n_images']}", xlabel="eval eps",
+        title=f"accuracy (%) per run and eval eps, n = {jobs[0].results.n_images}", xlabel="eval eps",
         ylabel="run (swept overrides)")
-    out["grid"] = (path, "Accuracy (%) of every run (rows) at every evaluated eps (columns), one panel per attack.")
-    others = [k for k in keys if k != "eps"]
-    if "eps" in keys:
-        train_eps = sorted({_train_eps(j) for j in jobs})
-        row_of = {j["job"]: job_label(j, others) if others else "all" for j in jobs}
-        rows = list(dict.fromkeys(row_of.values()))
-        cell = {(row_of[j["job"]], _train_eps(j)): j for j in jobs}
-        panels = {a.replace("_", " "): [[_at(cell[r, e], a, e) if (r, e) in cell else math.nan for e in train_eps]
-                                        for r in rows] for a in attacks}
-        if any(math.isfinite(v) for grid in panels.values() for row in grid for v in row):
-            path = plots.heatmap(panels, rows, [f"{e:g}" for e in train_eps], sweep_dir / "sweep_heatmap_matched.png",
-                                 title="accuracy (%) of each model at its own training eps",
-                                 xlabel="training eps = eval eps",
-                                 ylabel=" ".join(others) or "")
-            out["matched"] = (path, "Each model evaluated at the eps it was trained with: rows are the other swept "
-                                    "overrides, columns the training eps, one panel per attack.")
+    out = {"grid": (path, "Accuracy (%) of every run (rows) at every evaluated eps (columns), one panel per attack.")}
+    matched = _matched_heatmap(sweep_dir, jobs, keys) if "eps" in keys else None
+    if matched:
+        out["matched"] = matched
     return out
 
 
-def _runs_table(jobs: list[dict]) -> str:
-    eps = sorted({e for j in jobs for e in j["robustness"]["eps"]})
+def _run_link(job: Job) -> str:
+    return f'<a href="{_e(job.name)}/{REPORT}">{_e(job.name)}</a>'
+
+
+def _runs_table(jobs: list[Job]) -> str:
+    eps = sorted({e for j in jobs for e in j.results.eps})
     keys = swept_keys(jobs)
-    rows = []
-    for job in jobs:
-        link = f'<a href="{_e(job["job"])}/{REPORT}">{_e(job["job"])}</a>'
-        rob = job["robustness"]
-        worst = dict(zip(rob["eps"], rob["accuracy"].get("worst_case", [])))
-        rows.append([link, f"<code>{_e(job_label(job, keys))}</code>", _e(format_rate(job["clean"])),
-                     *_rate_cells(eps, worst), _checks_summary(job.get("checks", []))])
+    rows = [[_run_link(job), f"<code>{_e(job_label(job, keys))}</code>", _e(job.results.clean),
+             *_rate_cells(eps, _worst_by_eps(job.results)), _checks_summary(job.results.checks)] for job in jobs]
     return _table(["run", "overrides", "clean", *_eps_header(eps), "checks"], rows, numeric_from=2,
                   groups=[("", 3), ("worst-case accuracy at eval eps", len(eps)), ("", 1)])
 
 
-def _comparison_table(jobs: list[dict]) -> str:
+def _comparison_table(jobs: list[Job]) -> str:
     attacks, rows = comparison_rows(jobs)
-    has_certified = any(r["certified"] for r in rows)
-    cells = []
-    for r in rows:
-        cells.append([f'<a href="{_e(r["job"])}/{REPORT}">{_e(r["job"])}</a>', f"<code>{_e(r['label'])}</code>",
-                      _e(r["norm"]), _e(f"{r['eps']:.4g}"), _e(format_rate(r["clean"])),
-                      *(_e(format_rate(r["attacks"][a])) if a in r["attacks"] else "-" for a in attacks),
-                      f"<b>{_e(format_rate(r['worst_case']))}</b>",
-                      *([_e(format_rate(r["certified"])) if r["certified"] else "-"] if has_certified else [])])
+    has_certified = any(r.certified for r in rows)
+    cells = [[f'<a href="{_e(r.job)}/{REPORT}">{_e(r.job)}</a>', f"<code>{_e(r.label)}</code>", _e(r.norm),
+              _e(f"{r.eps:.4g}"), _e(r.clean), *(_e(r.attacks[a]) if a in r.attacks else "-" for a in attacks),
+              f"<b>{_e(r.worst_case)}</b>", *([_e(r.certified) if r.certified else "-"] if has_certified else [])]
+             for r in rows]
     return _table(["run", "overrides", "norm", "eps", "clean", *attacks, "worst case",
                    *(["certified"] if has_certified else [])], cells, numeric_from=4)
 
 
-def sweep_report(sweep_dir: Path) -> str:
-    """The HTML of a sweep's report; writes the heatmaps, the sweep summary and any missing run report."""
-    jobs = job_results(sweep_dir)
-    for job in jobs:
-        if not (sweep_dir / job["job"] / REPORT).is_file():
-            write_report(sweep_dir / job["job"])
-    curves = sweep_dir / "sweep_accuracy_vs_eps.png"
-    if not curves.is_file():
-        write_sweep_summary(sweep_dir)
-    names = sorted({j.get("name", "?") for j in jobs})
+def sweep_report(sweep_dir: str | Path, jobs: list[Job]) -> str:
+    """The HTML of a sweep's report (writes its heatmaps; shows the curves of write_sweep_summary)."""
+    sweep_dir = Path(sweep_dir)
+    names = sorted({j.results.name or "?" for j in jobs})
     body = [
         f"<h1>Sweep {_e(', '.join(names))}</h1>",
-        f'<p class="meta">{_e(sweep_dir)} &middot; {len(jobs)} runs &middot; {_e(jobs[0]["n_images"])} test images '
-        f"each &middot; swept: <code>{_e(' '.join(swept_keys(jobs)) or '(nothing)')}</code> &middot; shared "
-        f"overrides: <code>{_e(' '.join(shared_overrides(jobs)) or '(none)')}</code></p>",
+        f'<p class="meta">{_e(sweep_dir)} &middot; {len(jobs)} runs &middot; {_e(jobs[0].results.n_images)} test '
+        f"images each &middot; swept: <code>{_e(' '.join(swept_keys(jobs)) or '(nothing)')}</code> &middot; "
+        f"shared overrides: <code>{_e(' '.join(shared_overrides(jobs)) or '(none)')}</code></p>",
         "<p>Accuracies with 95% Wilson intervals. Worst case: an image counts as robust only if every evaluated "
         "attack fails on it. Each run's own report (figures, checks, config) is linked from its number.</p>",
         "<h2>Runs</h2>", _runs_table(jobs), "<h2>Accuracy grids</h2>",
@@ -332,21 +354,53 @@ def sweep_report(sweep_dir: Path) -> str:
     heatmaps = sweep_heatmaps(sweep_dir, jobs)
     body += [_figure(*heatmaps[k], heatmaps[k][1]) for k in ("matched", "grid") if k in heatmaps]
     caption = "Worst-case accuracy per run vs eval eps, with 95% interval bands."
-    body += ["<h2>Worst-case accuracy vs eps</h2>", _figure(curves, caption, caption)]
+    body += ["<h2>Worst-case accuracy vs eps</h2>", _figure(sweep_dir / "sweep_accuracy_vs_eps.png", caption, caption)]
     body += ["<h2>Per attack</h2>", "<p>Accuracy under each attack at every eval eps > 0, the per-image worst case "
              "over all of them (the robust accuracy), and certified accuracy where the model has a Lipschitz "
              "bound.</p>", _comparison_table(jobs)]
     return _page(f"advlab sweep report: {', '.join(names)}", body)
 
 
+def write_sweep_report(sweep_dir: str | Path, jobs: list[Job]) -> Path:
+    """Write sweep_dir/report.html, and the report.html of every run that has none yet."""
+    sweep_dir = Path(sweep_dir)
+    for job in jobs:
+        if not (sweep_dir / job.name / REPORT).is_file():
+            write_run_report(sweep_dir / job.name, job.results)
+    return write_text(sweep_dir / REPORT, sweep_report(sweep_dir, jobs))
+
+
+def write_sweep_files(sweep_dir: str | Path) -> bool:
+    """The sweep's summary (advlab.sweep), then its HTML reports, printing both paths; False when no job finished."""
+    jobs = job_results(sweep_dir)
+    if not jobs:
+        return False
+    print(f"sweep summary: {write_sweep_summary(sweep_dir, jobs)}")
+    print(f"sweep report: {write_sweep_report(sweep_dir, jobs)}")
+    return True
+
+
+class SweepSummary(Callback):
+    """Hydra callback (conf/config.yaml, hydra.callbacks.sweep_summary): a multirun's summary and reports."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        write_sweep_files(config.hydra.sweep.dir)
+
+
+# ---------------------------------------------------------------- the command line
+
+
 def write_report(path: str | Path) -> Path:
-    """Write report.html into a run folder (holds results.json) or a sweep folder (holds */results.json)."""
+    """From results.json on disk: report.html of a run folder (holds results.json), or of a sweep folder (holds
+    */results.json) with its summary files and any missing run report. Returns the report's path."""
     path = Path(path)
     if (path / "results.json").is_file():
-        return write_text(path / REPORT, run_report(path))
-    if any(path.glob("*/results.json")):
-        return write_text(path / REPORT, sweep_report(path))
-    raise ValueError(f"{path}: neither a run folder (results.json) nor a sweep folder (*/results.json)")
+        return write_run_report(path, Results.load(path / "results.json"))
+    jobs = job_results(path)
+    if not jobs:
+        raise ValueError(f"{path}: neither a run folder (results.json) nor a sweep folder (*/results.json)")
+    write_sweep_summary(path, jobs)
+    return write_sweep_report(path, jobs)
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -18,9 +18,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from advlab.evaluation.stats import format_rate
+from advlab.attacks.registry import build_attacks
+from advlab.build import plain
 from advlab.experiment import train_and_evaluate
 from advlab.io import write_json, write_text
+from advlab.results import CHECK_NAMES, WORST_CASE, Results
 
 # The study's published figures, in percent.
 STUDY = {
@@ -64,19 +66,18 @@ def run_seed_study(cfg: DictConfig, datamodule, run_dir: Path) -> dict:
     return summary
 
 
-def _by_eps(section: dict, rates: str, key: str) -> dict[float, dict]:
-    """{eps: rate} of one attack, from a results section ("robustness" or "targeted")."""
-    return dict(zip(section["eps"], section[rates][key]))
+def _pgd_steps(cfg: DictConfig) -> int:
+    return build_attacks(plain(cfg.evaluation.attacks), norm=cfg.evaluation.norm)["pgd"].setting("steps")
 
 
 def _study(value) -> str:
     return "-" if value is None else f"{value:g}%"
 
 
-def render_report(cfg: DictConfig, baseline: dict, defenses: dict[float, dict], seconds: float) -> str:
-    n = baseline["n_images"]
-    rob = baseline["robustness"]
-    fgsm, pgd, worst = (_by_eps(rob, "accuracy", k) for k in ("fgsm", "pgd", "worst_case"))
+def render_report(cfg: DictConfig, baseline: Results, defenses: dict[float, Results], seconds: float) -> str:
+    n = baseline.n_images
+    rob = baseline.robustness
+    fgsm, pgd, worst = (rob.by_eps(k) for k in ("fgsm", "pgd", WORST_CASE))
     lines = [
         "# Seed study: reproduction report",
         "",
@@ -91,7 +92,7 @@ def render_report(cfg: DictConfig, baseline: dict, defenses: dict[float, dict], 
         "",
         "| | study | advlab |",
         "|---|---|---|",
-        f"| clean test accuracy | {STUDY['clean']}% | {format_rate(baseline['clean'])} |",
+        f"| clean test accuracy | {STUDY['clean']}% | {baseline.clean} |",
         "",
         "![64 test images](baseline/test_images.png)",
         "",
@@ -99,15 +100,15 @@ def render_report(cfg: DictConfig, baseline: dict, defenses: dict[float, dict], 
         "",
         "## 2-3. Untargeted attacks on the basic model: accuracy vs eps",
         "",
-        f"PGD: {cfg.evaluation.pgd.steps} steps of eps/4. 'worst case' counts an image as robust only if it "
+        f"PGD: {_pgd_steps(cfg)} steps of eps/4. 'worst case' counts an image as robust only if it "
         "survives both attacks.",
         "",
         "| eps | FGSM study | FGSM advlab | PGD study | PGD advlab | worst case advlab |",
         "|---|---|---|---|---|---|",
     ]
-    for e in rob["eps"]:
-        lines.append(f"| {e:g} | {_study(STUDY['fgsm'].get(e))} | {format_rate(fgsm[e])} | "
-                     f"{_study(STUDY['pgd'].get(e))} | {format_rate(pgd[e])} | {format_rate(worst[e])} |")
+    for e in rob.eps:
+        lines.append(f"| {e:g} | {_study(STUDY['fgsm'].get(e))} | {fgsm[e]} | "
+                     f"{_study(STUDY['pgd'].get(e))} | {pgd[e]} | {worst[e]} |")
     lines += [
         "",
         "![accuracy vs eps](baseline/accuracy_vs_eps.png)",
@@ -117,21 +118,21 @@ def render_report(cfg: DictConfig, baseline: dict, defenses: dict[float, dict], 
         "![PGD examples](baseline/examples_pgd.png)",
         "",
     ]
-    if "targeted" in baseline:
-        tgt = baseline["targeted"]
+    if baseline.targeted:
+        tgt = baseline.targeted
         lines += [
-            f"## 4. Targeted attacks toward '{tgt['target_name']}': success rate vs eps",
+            f"## 4. Targeted attacks toward '{tgt.target_name}': success rate vs eps",
             "",
-            f"Success: the prediction becomes '{tgt['target_name']}', counted over the "
-            f"{tgt['success']['fgsm'][0]['n']} test images whose true class is another.",
+            f"Success: the prediction becomes '{tgt.target_name}', counted over the "
+            f"{tgt.success.rates['fgsm'][0].n} test images whose true class is another.",
             "",
             "| eps | FGSM study | FGSM advlab | PGD study | PGD advlab |",
             "|---|---|---|---|---|",
         ]
-        tf, tp = _by_eps(tgt, "success", "fgsm"), _by_eps(tgt, "success", "pgd")
-        for e in tgt["eps"]:
-            lines.append(f"| {e:g} | {_study(STUDY['targeted']['fgsm'].get(e))} | {format_rate(tf[e])} | "
-                         f"{_study(STUDY['targeted']['pgd'].get(e))} | {format_rate(tp[e])} |")
+        tf, tp = tgt.success.by_eps("fgsm"), tgt.success.by_eps("pgd")
+        for e in tgt.success.eps:
+            lines.append(f"| {e:g} | {_study(STUDY['targeted']['fgsm'].get(e))} | {tf[e]} | "
+                         f"{_study(STUDY['targeted']['pgd'].get(e))} | {tp[e]} |")
         lines += ["", "![targeted success](baseline/targeted_success_vs_eps.png)", ""]
     lines += [
         f"## 5. FGSM adversarial training (alpha = {cfg.study.defense_alpha:g})",
@@ -147,31 +148,30 @@ def render_report(cfg: DictConfig, baseline: dict, defenses: dict[float, dict], 
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for e, res in defenses.items():
-        r = res["robustness"]
-        f_e, p_e, w_e = (_by_eps(r, "accuracy", k)[e] for k in ("fgsm", "pgd", "worst_case"))
-        pert = dict(zip(res["perturbed"]["eps"], res["perturbed"]["accuracy"]))[e]
+        f_e, p_e, w_e = res.robust("fgsm", e), res.robust("pgd", e), res.worst_case(e)
+        pert = res.perturbed.at("fgsm", e)
         nat_s, pert_s = STUDY["defense"].get(e, (None, None))
-        flag = "label leaking: perturbed > natural" if pert["value"] > res["clean"]["value"] else ""
-        lines.append(f"| {e:g} | {_study(nat_s)} | {format_rate(res['clean'])} | {_study(pert_s)} | "
-                     f"{format_rate(pert)} | {format_rate(f_e)} | {format_rate(p_e)} | {format_rate(w_e)} | {flag} |")
+        flag = "label leaking: perturbed > natural" if pert.value > res.clean.value else ""
+        lines.append(f"| {e:g} | {_study(nat_s)} | {res.clean} | {_study(pert_s)} | "
+                     f"{pert} | {f_e} | {p_e} | {w_e} | {flag} |")
     lines += ["", "Full accuracy-vs-eps curves of each defended model:", ""]
     lines += [f"![defense eps {e:g}](defense_eps{e:g}/accuracy_vs_eps.png)" for e in defenses]
     lines += ["", *checks_section({"baseline": baseline, **{f"FGSM-trained, eps {e:g}": r for e, r in defenses.items()}})]
     return "\n".join(lines)
 
 
-def checks_section(models: dict[str, dict]) -> list[str]:
+def checks_section(models: dict[str, Results]) -> list[str]:
     """A PASS/WARN table of the evaluation checks per model, then the details of every WARN."""
-    names = ["monotone", "large_eps", "iterative", "black_box", "convergence", "label_leaking"]
+    names = CHECK_NAMES
     lines = ["## Evaluation checks", "",
              "After Carlini et al. 2019 (README, 'Reading the evaluation'). A WARN means the robust accuracy "
              "above may come from the attack failing, not from robustness.", "",
              "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     details = []
     for model, res in models.items():
-        by_name = {c["name"]: c for c in res.get("checks", [])}
-        lines.append(f"| {model} | " + " | ".join(by_name.get(n, {}).get("status", "-") for n in names) + " |")
-        details += [f"- {model}, {c['name']}: {c['detail']}" for c in res.get("checks", []) if c["status"] == "WARN"]
+        by_name = {c.name: c.status for c in res.checks}
+        lines.append(f"| {model} | " + " | ".join(by_name.get(n, "-") for n in names) + " |")
+        details += [f"- {model}, {c.name}: {c.detail}" for c in res.checks if c.status == "WARN"]
     return lines + ([""] + details if details else []) + [""]
 
 
@@ -179,9 +179,9 @@ def rerender(run_dir: Path) -> Path:
     """Rebuild report.md of a finished study from its results files."""
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "study.json").read_text())
-    baseline = json.loads((run_dir / summary["baseline"]).read_text())
-    defenses = {float(e): json.loads((run_dir / p).read_text()) for e, p in summary["defenses"].items()}
-    cfg = OmegaConf.create(baseline["config"])
+    baseline = Results.load(run_dir / summary["baseline"])
+    defenses = {float(e): Results.load(run_dir / p) for e, p in summary["defenses"].items()}
+    cfg = OmegaConf.create(baseline.config)
     return write_text(run_dir / "report.md", render_report(cfg, baseline, defenses, summary["seconds"]))
 
 

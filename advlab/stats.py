@@ -45,12 +45,16 @@ class Rate:
         low, high = self.ci95
         return {"value": self.value, "successes": self.successes, "n": self.n, "ci95": [low, high]}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Rate":
+        return cls(int(d["successes"]), int(d["n"]))
+
     def __str__(self) -> str:
         """'62.8% [59.8, 65.7]' : percent with its 95% interval."""
         low, high = self.ci95
         return f"{100 * self.value:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
 
 
-def format_rate(d: dict) -> str:
-    """The same text as str(Rate) from a rate's to_dict() form (as stored in results JSON)."""
-    return str(Rate(d["successes"], d["n"]))
+def format_rate(rate: "Rate | dict") -> str:
+    """'62.8% [59.8, 65.7]' from a Rate or its to_dict() form (as stored in results JSON)."""
+    return str(rate if isinstance(rate, Rate) else Rate.from_dict(rate))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from advlab.results import Curves, Results
+
 
 def make_logger(cfg: DictConfig, run_dir: Path, name: str, group: str | None = None):
     """A Lightning WandbLogger, or None when `logger=none`."""
@@ -31,44 +33,45 @@ def make_logger(cfg: DictConfig, run_dir: Path, name: str, group: str | None = N
     )
 
 
-def _rate_table(eps: list, rates: dict[str, list], value_name: str):
+def _rate_table(curves: Curves, value_name: str):
+    """A row per curve and eps: its rate, the bounds of its 95% interval, and n."""
     import wandb
 
     table = wandb.Table(columns=["attack", "eps", value_name, "ci95_low", "ci95_high", "n"])
-    for attack, per_eps in rates.items():
-        for e, r in zip(eps, per_eps):
-            table.add_data(attack, e, r["value"], r["ci95"][0], r["ci95"][1], r["n"])
+    for attack, rates in curves.rates.items():
+        for e, r in zip(curves.eps, rates):
+            low, high = r.ci95
+            table.add_data(attack, e, r.value, low, high, r.n)
     return table
 
 
-def log_results(logger, results: dict, figures: dict[str, Path]) -> None:
+def log_results(logger, results: Results, figures: dict[str, Path]) -> None:
     """Accuracy-vs-eps as a wandb.Table with a line plot, the headline numbers as summary, figures as images."""
     if logger is None:
         return
     import wandb
 
     run = logger.experiment
-    rob = results["robustness"]
+    rob = results.robustness
     payload = {
-        "eval/accuracy_vs_eps": _rate_table(rob["eps"], rob["accuracy"], "accuracy"),
+        "eval/accuracy_vs_eps": _rate_table(rob, "accuracy"),
         "eval/accuracy_vs_eps_plot": wandb.plot.line_series(
-            xs=rob["eps"],
-            ys=[[r["value"] for r in rates] for rates in rob["accuracy"].values()],
-            keys=list(rob["accuracy"]),
+            xs=rob.eps,
+            ys=[[r.value for r in rates] for rates in rob.rates.values()],
+            keys=list(rob.rates),
             title="accuracy vs eps",
             xname="eps",
         ),
         **{f"figures/{name}": wandb.Image(str(path)) for name, path in figures.items()},
     }
-    if "targeted" in results:
-        tgt = results["targeted"]
-        payload["eval/targeted_success"] = _rate_table(tgt["eps"], tgt["success"], "success_rate")
+    if results.targeted:
+        payload["eval/targeted_success"] = _rate_table(results.targeted.success, "success_rate")
     run.log(payload)
-    run.summary["eval/clean_acc"] = results["clean"]["value"]
-    run.summary["eval/n_images"] = results["n_images"]
-    for attack, rates in rob["accuracy"].items():
-        for e, r in zip(rob["eps"], rates):
-            run.summary[f"eval/{attack}_acc@{e:g}"] = r["value"]
+    run.summary["eval/clean_acc"] = results.clean.value
+    run.summary["eval/n_images"] = results.n_images
+    for attack, rates in rob.rates.items():
+        for e, r in zip(rob.eps, rates):
+            run.summary[f"eval/{attack}_acc@{e:g}"] = r.value
 
 
 def finish(logger) -> None:

@@ -42,7 +42,7 @@ import torchattacks  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from advlab.checkpoint import load  # noqa: E402
-from advlab.attacks import FGSMPerturbation, NoPerturbation, PGDPerturbation, pgd  # noqa: E402
+from advlab.attacks import NoPerturbation, Perturbation, pgd  # noqa: E402
 from advlab.attacks.registry import build_attack  # noqa: E402
 from advlab.classifier import AdversarialClassifier  # noqa: E402
 from advlab.data import CIFAR10DataModule, load_split, to_unit_float  # noqa: E402
@@ -223,7 +223,7 @@ def single_eps(model, batches, args, device) -> dict:
     """Items 1 and 2: one eps, PGD-k, advlab vs torchattacks vs the floor, and the evaluations."""
     eps, k, alpha = args.eps, args.steps, args.step_size
     ta = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=k, random_start=False)
-    attack = build_attack("pgd", pgd_steps=k, pgd_step_size=alpha)
+    attack = build_attack("pgd", steps=k, step_size=alpha)
 
     def ta_accuracy(bs):
         return sum(int((predict(model, ta(x, y)) == y).sum()) for x, y in bs)
@@ -244,8 +244,8 @@ def single_eps(model, batches, args, device) -> dict:
     pred_ours = torch.cat([predict(model, a) for a in ours])
     pred_theirs = torch.cat([predict(model, b) for b in theirs])
     gap = torch.cat([(a - b).abs().flatten(1) for a, b in zip(ours, theirs)])
-    eval_ours = out["advlab_evaluate"]["robustness"]["accuracy"]["worst_case"][0]["successes"]
-    clean = out["advlab_evaluate"]["clean"]["successes"]
+    eval_ours = out["advlab_evaluate"].robustness.rates["worst_case"][0].successes
+    clean = out["advlab_evaluate"].clean.successes
     return {
         "pgd_vs_torchattacks": {
             "seconds": {"advlab": t["advlab_pgd"], "torchattacks": t["torchattacks_pgd"]},
@@ -317,7 +317,7 @@ def eps_grid(model, batches, grid, steps, repeats, device) -> dict:
     per-image results give that same worst case for free (a running AND over eps), which must
     equal advlab's exactly; the naive raw counts are shown too (they can only be higher)."""
     grid = sorted(grid)
-    attack = {"pgd": build_attack("pgd", pgd_steps=steps)}
+    attack = {"pgd": build_attack("pgd", steps=steps)}
 
     def naive(bs):
         clean = torch.cat([predict(model, x) == y for x, y in bs])
@@ -335,7 +335,7 @@ def eps_grid(model, batches, grid, steps, repeats, device) -> dict:
     for robust in per_eps:
         running &= robust
         worst.append(int(running.sum()))
-    ours = [r["successes"] for r in out["advlab"]["robustness"]["accuracy"]["worst_case"]]
+    ours = [r.successes for r in out["advlab"].robustness.rates["worst_case"]]
     return {
         "eps": grid,
         "steps": steps,
@@ -374,8 +374,8 @@ def training_throughput(model, datamodule, args, device) -> dict:
     (alpha = 0: the adversarial loss only, the seed study's defence), median over --repeats."""
     kinds = {
         "clean": (NoPerturbation(), 1.0),
-        "fgsm": (FGSMPerturbation(args.eps), 0.0),
-        "pgd10": (PGDPerturbation(args.eps, steps=10), 0.0),
+        "fgsm": (Perturbation("fgsm", eps=args.eps), 0.0),
+        "pgd10": (Perturbation({"name": "pgd", "steps": 10, "random_start": True}, eps=args.eps), 0.0),
     }
     rates = {name: [] for name in kinds}
     with tempfile.TemporaryDirectory() as tmp:

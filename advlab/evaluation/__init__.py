@@ -2,6 +2,6 @@
 the checks that flag a number too good to be true."""
 
 from advlab.evaluation.robustness import adversarial_examples, evaluate_robustness, predict
-from advlab.evaluation.stats import Rate, format_rate, wilson_interval
+from advlab.stats import Rate, format_rate, wilson_interval
 
 __all__ = ["evaluate_robustness", "adversarial_examples", "predict", "Rate", "format_rate", "wilson_interval"]

@@ -13,83 +13,76 @@ artefact of the attack (weak or masked gradients), not robustness.
 6. label_leaking perturbed accuracy (FGSM on every image) is not above clean accuracy
 """
 
-from dataclasses import asdict, dataclass, field
-
 import torch
 from torch import nn
 
-from advlab.attacks import pgd
+from advlab.attacks.pgd import pgd
 from advlab.attacks.square import square
 from advlab.evaluation.robustness import predict
+from advlab.results import CHECK_NAMES, WORST_CASE, Check, Results
+from advlab.stats import Rate
 
-ITERATIVE = ("pgd", "apgd-ce", "apgd-dlr", "apgd-t", "autoattack")
-WHITE_BOX = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t")
-
-
-@dataclass
-class Check:
-    name: str
-    status: str  # PASS | WARN | SKIP
-    detail: str
-    numbers: dict = field(default_factory=dict)
+# The radius at which a working attack must drive accuracy to chance, per norm (images in [0, 1]).
+LARGE_EPS = {"linf": 0.5, "l2": 10.0}
 
 
 def _pct(successes: int, n: int) -> float:
     return round(100 * successes / n, 2) if n else float("nan")
 
 
-def check_monotone(results: dict) -> Check:
-    rob = results["robustness"]
+def _p(rate: Rate) -> float:
+    return _pct(rate.successes, rate.n)
+
+
+def check_monotone(results: Results) -> Check:
+    rob = results.robustness
     rises = []
-    for attack, rates in rob["accuracy"].items():
-        for (e0, r0), (e1, r1) in zip(zip(rob["eps"], rates), list(zip(rob["eps"], rates))[1:]):
-            if r1["successes"] > r0["successes"]:
-                rises.append(f"{attack}: {_pct(r0['successes'], r0['n'])}% at eps={e0:g} -> "
-                             f"{_pct(r1['successes'], r1['n'])}% at eps={e1:g}")
+    for attack, rates in rob.rates.items():
+        for (e0, r0), (e1, r1) in zip(zip(rob.eps, rates), list(zip(rob.eps, rates))[1:]):
+            if r1.successes > r0.successes:
+                rises.append(f"{attack}: {_p(r0)}% at eps={e0:g} -> {_p(r1)}% at eps={e1:g}")
     if rises:
         return Check("monotone", "WARN", "accuracy rises with eps (a weak or masked attack): " + "; ".join(rises),
                      {"rises": rises})
     return Check("monotone", "PASS", "robust accuracy never rises as eps grows")
 
 
-def check_iterative(results: dict) -> Check:
-    acc = results["robustness"]["accuracy"]
-    if "fgsm" not in acc or not any(a in acc for a in ITERATIVE):
+def check_iterative(results: Results, iterative: list[str]) -> Check:
+    """iterative: the evaluated attacks that take many steps (each attack says whether it does)."""
+    acc = results.robustness.rates
+    iterative = [a for a in iterative if a in acc]
+    if "fgsm" not in acc or not iterative:
         return Check("iterative", "SKIP", "needs FGSM and an iterative attack evaluated per attack")
     bad = []
-    for name in (a for a in ITERATIVE if a in acc):
-        for e, it, one in zip(results["robustness"]["eps"], acc[name], acc["fgsm"]):
-            if it["successes"] > one["successes"]:
-                bad.append(f"{name} {_pct(it['successes'], it['n'])}% > fgsm {_pct(one['successes'], one['n'])}% "
-                           f"at eps={e:g}")
+    for name in iterative:
+        for e, it, one in zip(results.eps, acc[name], acc["fgsm"]):
+            if it.successes > one.successes:
+                bad.append(f"{name} {_p(it)}% > fgsm {_p(one)}% at eps={e:g}")
     if bad:
         return Check("iterative", "WARN", "an iterative attack is weaker than FGSM (gradient masking or a "
                      "too-small step): " + "; ".join(bad), {"violations": bad})
     return Check("iterative", "PASS", "iterative attacks are at least as strong as FGSM at every eps")
 
 
-def check_label_leaking(results: dict) -> Check:
-    if "perturbed" not in results:
+def check_label_leaking(results: Results) -> Check:
+    if results.perturbed is None:
         return Check("label_leaking", "SKIP", "FGSM-perturbed accuracy is measured for L-inf evaluations only")
-    clean = results["clean"]
-    above = [(e, r) for e, r in zip(results["perturbed"]["eps"], results["perturbed"]["accuracy"])
-             if e > 0 and r["successes"] > clean["successes"]]
-    numbers = {"clean": _pct(clean["successes"], clean["n"]),
-               "perturbed": {f"{e:g}": _pct(r["successes"], r["n"])
-                             for e, r in zip(results["perturbed"]["eps"], results["perturbed"]["accuracy"])}}
+    clean = results.clean
+    perturbed = results.perturbed.by_eps("fgsm")
+    above = [(e, r) for e, r in perturbed.items() if e > 0 and r.successes > clean.successes]
+    numbers = {"clean": _p(clean), "perturbed": {f"{e:g}": _p(r) for e, r in perturbed.items()}}
     if above:
-        worst = ", ".join(f"{_pct(r['successes'], r['n'])}% at eps={e:g}" for e, r in above)
+        worst = ", ".join(f"{_p(r)}% at eps={e:g}" for e, r in above)
         return Check("label_leaking", "WARN", f"accuracy on FGSM-perturbed images ({worst}) is above clean "
                      f"accuracy ({numbers['clean']}%): the model reads the label from the perturbation", numbers)
     return Check("label_leaking", "PASS", "FGSM-perturbed accuracy never exceeds clean accuracy", numbers)
 
 
-def check_eps_for_sample(results: dict) -> float | None:
+def check_eps_for_sample(results: Results) -> float | None:
     """The eps whose worst-case accuracy is closest to half the clean accuracy: where a
     stronger attack has the most room to show."""
-    rob = results["robustness"]
-    clean = results["clean"]["value"]
-    candidates = [(abs(r["value"] - clean / 2), e) for e, r in zip(rob["eps"], rob["accuracy"]["worst_case"]) if e > 0]
+    clean = results.clean.value
+    candidates = [(abs(r.value - clean / 2), e) for e, r in results.robustness.by_eps(WORST_CASE).items() if e > 0]
     return min(candidates)[1] if candidates else None
 
 
@@ -109,19 +102,26 @@ def check_large_eps(model: nn.Module, x, y, norm: str, large_eps: float, num_cla
                  numbers)
 
 
-def check_convergence(model, x, y, eps: float, norm: str, steps: int, seed: int) -> Check:
-    """PGD with the evaluation's steps versus twice the steps and 5 random restarts."""
+def check_convergence(model, x, y, eps: float, norm: str, steps: int, seed: int,
+                      trace: dict | None = None) -> Check:
+    """PGD with the evaluation's steps versus twice the steps and 5 random restarts; and, given the
+    convergence trace (advlab.evaluation.convergence), whether a curve was still falling at its last step."""
     base = _accuracy(model, pgd(model, x, y, eps, steps=steps, norm=norm), y)
-    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
-        torch.manual_seed(seed)
-        strong = _accuracy(model, pgd(model, x, y, eps, steps=2 * steps, norm=norm, restarts=5), y)
+    strong = _accuracy(model, pgd(model, x, y, eps, steps=2 * steps, norm=norm, restarts=5, seed=seed), y)
     numbers = {"eps": eps, "n": len(y), f"pgd_{steps}": _pct(base, len(y)),
                f"pgd_{2 * steps}_x5_restarts": _pct(strong, len(y))}
+    falling = [name for name, a in (trace or {}).get("attacks", {}).items() if a["still_falling"]]
+    if trace:
+        numbers["still_falling"] = falling
     tolerance = max(1, round(0.01 * len(y)))
     if base - strong > tolerance:
         return Check("convergence", "WARN", f"more steps and restarts lower accuracy at eps={eps:g} from "
                      f"{numbers[f'pgd_{steps}']}% to {numbers[f'pgd_{2 * steps}_x5_restarts']}%: the attack "
                      "had not converged, the reported number is too high", numbers)
+    if falling:
+        return Check("convergence", "WARN", f"the margin of the images still robust was still falling at the "
+                     f"last step of {', '.join(falling)} at eps={trace['eps']:g}: more steps would lower "
+                     "the reported number", numbers)
     return Check("convergence", "PASS", f"2x steps and 5 restarts change PGD accuracy at eps={eps:g} by "
                  f"{_pct(base - strong, len(y))} points (<= {_pct(tolerance, len(y))})", numbers)
 
@@ -139,21 +139,21 @@ def check_black_box(model, x, y, eps: float, norm: str, steps: int, queries: int
                  numbers)
 
 
-def run_checks(model: nn.Module, results: dict, x: torch.Tensor, y: torch.Tensor, norm: str = "linf",
-               large_eps: float = 0.5, pgd_steps: int = 30, square_queries: int = 1000, seed: int = 0,
-               num_classes: int = 10) -> list[dict]:
-    """All six checks. x, y: a sample of test images (in [0, 1], on the model's device) for
-    the checks that run attacks of their own (2, 4, 5)."""
-    checks = [check_monotone(results)]
-    checks.append(check_large_eps(model, x, y, norm, large_eps, num_classes))
-    checks.append(check_iterative(results))
+def run_checks(model: nn.Module, results: Results, x: torch.Tensor, y: torch.Tensor, iterative: list[str],
+               norm: str = "linf", large_eps: float | None = None, pgd_steps: int = 30, square_queries: int = 1000,
+               seed: int = 0, num_classes: int = 10, trace: dict | None = None) -> list[Check]:
+    """All six checks, in CHECK_NAMES order. x, y: a sample of test images (in [0, 1], on the model's
+    device) for the checks that run attacks of their own (2, 4, 5). large_eps None: LARGE_EPS[norm].
+    trace: the convergence trace, if one was taken (the convergence check reads it)."""
+    large_eps = LARGE_EPS[norm] if large_eps is None else large_eps
+    checks = [check_monotone(results), check_large_eps(model, x, y, norm, large_eps, num_classes),
+              check_iterative(results, iterative)]
     eps = check_eps_for_sample(results)
     if eps is None:
         skip = "needs an eps > 0 in the evaluation"
         checks += [Check("black_box", "SKIP", skip), Check("convergence", "SKIP", skip)]
     else:
         checks.append(check_black_box(model, x, y, eps, norm, pgd_steps, square_queries, seed))
-        checks.append(check_convergence(model, x, y, eps, norm, pgd_steps, seed))
+        checks.append(check_convergence(model, x, y, eps, norm, pgd_steps, seed, trace))
     checks.append(check_label_leaking(results))
-    order = ["monotone", "large_eps", "iterative", "black_box", "convergence", "label_leaking"]
-    return [asdict(c) for c in sorted(checks, key=lambda c: order.index(c.name))]
+    return sorted(checks, key=lambda c: CHECK_NAMES.index(c.name))

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from advlab.attacks import fgsm
-from advlab.attacks.registry import TARGETABLE
 from advlab.attacks._core import check_classes, check_eps, eval_mode
+from advlab.attacks.fgsm import fgsm
 from advlab.data import to_unit_float
 from advlab.evaluation.distributed import all_reduce_sum, rank_and_world_size, shard
 from advlab.evaluation.progress import progress_bar, progress_enabled
-from advlab.evaluation.stats import Rate
+from advlab.stats import Rate
+from advlab.results import WORST_CASE, Curves, Results, Targeted
 
 # (model, x, y, eps, target=None) -> adversarial x
 Attack = Callable[..., torch.Tensor]
@@ -86,15 +86,12 @@ def evaluate_robustness(
     norm: str = "linf",
     progress: bool | None = None,
     perturbed: bool = True,
-) -> dict:
-    """Everything the reports need, as plain numbers (JSON-ready).
-
-    Returns n_images, clean (a Rate dict), confusion_matrix (counts and row
-    percentages), robustness ({"eps": [...], "accuracy": {attack or "worst_case":
-    one Rate per eps}}), perturbed (L-inf and `perturbed` only: FGSM applied to every image,
-    the seed study's "perturbed accuracy", which can exceed clean accuracy under label
-    leaking; it costs one FGSM per image and eps) and, when target is given, targeted ({"target", "eps", "success":
-    {attack: one Rate per eps}} for the attacks that take a target).
+) -> Results:
+    """The measured part of a Results: n_images, clean accuracy, the confusion matrix, robustness
+    (each attack's accuracy per eps and the worst case), perturbed (L-inf and `perturbed` only:
+    FGSM applied to every image, the seed study's "perturbed accuracy", which can exceed clean
+    accuracy under label leaking; it costs one FGSM per image and eps) and, when target is given,
+    targeted success per eps for the attacks that can aim at a class.
 
     The worst case is computed with eps in increasing order: an image fooled at a
     smaller eps is fooled at every larger one (the smaller ball lies inside the
@@ -114,8 +111,9 @@ def evaluate_robustness(
     device = _device(model)
     rank, world_size = rank_and_world_size()
     loader = shard(loader, rank, world_size)
-    curves = [*attacks, "worst_case"] if per_attack else ["worst_case"]
-    targeted = {name: attack for name, attack in attacks.items() if name in TARGETABLE} if target is not None else {}
+    curves = [*attacks, WORST_CASE] if per_attack else [WORST_CASE]
+    targeted = {} if target is None else {
+        name: attack for name, attack in attacks.items() if getattr(attack, "targeted", False)}
     counts = _Counts.zeros(curves, targeted, len(eps), num_classes)
     fgsm_all = perturbed and norm == "linf"
     bar = progress_bar(_total_units(loader, len(eps) * (len(attacks) + len(targeted))),
@@ -154,7 +152,7 @@ def _count_batch(model, x, y, eps, attacks, targeted, target, per_attack, fgsm_a
             else:
                 worst = _survives(model, attack, x, y, worst, e, norms, name)
             tick()
-        counts.robust["worst_case"][i] += int(worst.sum())
+        counts.robust[WORST_CASE][i] += int(worst.sum())
     if targeted:
         others = y != target
         counts.not_target += int(others.sum())
@@ -174,30 +172,19 @@ def _confusion(y: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.T
     return torch.bincount((y * num_classes + pred).cpu(), minlength=num_classes**2).view(num_classes, num_classes)
 
 
-def _results(counts: _Counts, eps: list[float], fgsm_all: bool, target: int | None) -> dict:
+def _results(counts: _Counts, eps: list[float], fgsm_all: bool, target: int | None) -> Results:
     n = counts.images
-    cm = counts.confusion
-    results = {
-        "n_images": n,
-        "clean": Rate(counts.clean, n).to_dict(),
-        "confusion_matrix": {
-            "counts": cm.tolist(),
-            # Rows are true classes; each row sums to 100% (rows with no images stay 0).
-            "row_percent": (100 * cm / cm.sum(1, keepdim=True).clamp(min=1)).tolist(),
-        },
-        "robustness": {"eps": eps, "accuracy": {k: [Rate(int(c), n).to_dict() for c in v]
-                                                for k, v in counts.robust.items()}},
-    }
-    if fgsm_all:
-        results["perturbed"] = {"attack": "fgsm", "eps": eps,
-                                "accuracy": [Rate(int(c), n).to_dict() for c in counts.perturbed]}
-    if target is not None:
-        results["targeted"] = {
-            "target": int(target),
-            "eps": eps,
-            "success": {k: [Rate(int(c), counts.not_target).to_dict() for c in v] for k, v in counts.hits.items()},
-        }
-    return results
+
+    def rates(per_eps: torch.Tensor, total: int) -> list[Rate]:
+        return [Rate(int(c), total) for c in per_eps]
+
+    return Results(
+        n_images=n, clean=Rate(counts.clean, n), confusion=counts.confusion.tolist(),
+        robustness=Curves(eps, {k: rates(v, n) for k, v in counts.robust.items()}),
+        perturbed=Curves(eps, {"fgsm": rates(counts.perturbed, n)}) if fgsm_all else None,
+        targeted=None if target is None else Targeted(
+            int(target), None, Curves(eps, {k: rates(v, counts.not_target) for k, v in counts.hits.items()})),
+    )
 
 
 def _survives(model, attack, x, y, candidates, eps, norms: dict, name: str) -> torch.Tensor:

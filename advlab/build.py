@@ -1,0 +1,99 @@
+"""Building a run's objects from its config, and refusing a bad config before any work.
+
+Every attack goes through one route (advlab.attacks.registry.build_attack): the training
+perturbation (conf/perturbation/), the robust validation attack (validation.attack) and the
+evaluation attacks (evaluation.attacks) are entries of the same form.
+"""
+
+import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from advlab.attacks._core import check_eps, check_norm
+from advlab.attacks.perturbation import Perturbation
+from advlab.attacks.registry import build_attacks
+from advlab.classifier import AdversarialClassifier
+from advlab.data import class_index
+from advlab.defenses import check_alpha
+from advlab.evaluation.pipeline import EvaluationSettings
+from advlab.models import MODELS, build_model
+
+
+def plain(node):
+    """A config node as plain Python values, interpolations resolved (None stays None)."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def build_loss(cfg: DictConfig):
+    # Resolved first: instantiate does not descend into interpolated nodes such as ${perturbation};
+    # _convert_="all" passes lists as Python lists.
+    return instantiate(plain(cfg.loss), _convert_="all")
+
+
+def build_validation_attack(cfg: DictConfig) -> Perturbation | None:
+    """The robust validation attack (val/adv_acc) at the training eps and norm; None when off."""
+    if not cfg.validation.attack or cfg.eps <= 0:
+        return None
+    return Perturbation(plain(cfg.validation.attack), eps=cfg.eps, norm=cfg.norm)
+
+
+def build_classifier(cfg: DictConfig) -> AdversarialClassifier:
+    """The LightningModule of cfg: model, training loss, optimizer, robust validation check."""
+    model = build_model(**cfg.model)
+    if cfg.training.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return AdversarialClassifier(
+        torch.compile(model) if cfg.training.compile else model,
+        loss=build_loss(cfg),
+        optimizer=instantiate(cfg.optimizer),
+        lr_schedule=cfg.lr_schedule,
+        val_attack=build_validation_attack(cfg),
+        val_attack_batches=cfg.validation.batches,
+        seed=cfg.seed,
+    )
+
+
+def training_callbacks(cfg: DictConfig) -> list:
+    callbacks = [instantiate(cfg.guard)]
+    if cfg.training.ema_decay:
+        callbacks.append(pl.callbacks.EMAWeightAveraging(decay=cfg.training.ema_decay))
+    return callbacks
+
+
+def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
+    ev = cfg.evaluation
+    return EvaluationSettings(
+        eps=[float(e) for e in ev.eps], attacks=plain(ev.attacks) or [], norm=ev.norm,
+        target=None if ev.target is None else class_index(ev.target), per_attack=ev.per_attack, bf16=ev.bf16,
+        checks=ev.checks.enabled, checks_n_images=ev.checks.n_images, checks_square_queries=ev.checks.square_queries,
+        checks_large_eps=plain(ev.checks.large_eps), convergence=ev.checks.convergence, seed=cfg.seed, batch_size=cfg.data.eval_batch_size,
+        progress=ev.progress)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail before any work on values that would fail later, naming the key."""
+    check_eps(cfg.eps, "eps")
+    check_alpha(cfg.alpha)
+    check_norm(cfg.norm)
+    if cfg.model.name not in MODELS:
+        raise ValueError(f"model.name: unknown name {cfg.model.name!r}; registered models are {sorted(MODELS)}")
+    check_norm(cfg.evaluation.norm)
+    for e in cfg.evaluation.eps:
+        check_eps(e, "evaluation.eps")
+    settings = evaluation_settings(cfg)
+    build_attacks(settings.attacks, norm=settings.norm)
+    if cfg.get("checkpoint"):
+        return
+    # The training objects check their own arguments (an attack its norm: n-fgsm refuses l2).
+    try:
+        build_loss(cfg)
+    except InstantiationException as error:  # Hydra wraps the constructor's own message: pass that on
+        raise ValueError(f"loss/perturbation: {error.__cause__ or error}") from error
+    build_validation_attack(cfg)
+    training_callbacks(cfg)
+    if cfg.training.ema_decay and (cfg.guard.action == "rollback" or cfg.guard.restore_best):
+        # The EMA callback copies its average over the model when training ends, undoing any rollback.
+        raise ValueError("guard.action=rollback and guard.restore_best need training.ema_decay=null "
+                         "(weight averaging would overwrite the restored weights); use guard.action=stop")

@@ -1,0 +1,101 @@
+"""The one evaluation pipeline: the command line, the seed study, the sweep and advlab.evaluate
+all call `evaluate` here, so the same model, data and settings give the same numbers everywhere.
+
+    clean accuracy and confusion matrix -> robust accuracy per attack and eps, the worst case,
+    targeted success -> certified accuracy (models with a Lipschitz bound, L2) -> the checks
+
+No step reads or reseeds the global random state: random attacks draw from generators seeded
+with `settings.seed`.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from advlab.attacks.registry import SPECS, build_attacks
+from advlab.data import to_unit_float
+from advlab.defenses.lipschitz import certified_accuracy
+from advlab.evaluation import convergence
+from advlab.evaluation.checks import check_eps_for_sample, run_checks
+from advlab.evaluation.distributed import rank_and_world_size
+from advlab.evaluation.robustness import evaluate_robustness
+from advlab.results import Certified, Results
+
+
+@dataclass
+class EvaluationSettings:
+    """What to measure. `attacks` are config entries (advlab.attacks.registry.build_attack)."""
+
+    eps: Sequence[float]
+    attacks: Sequence = ("fgsm", "pgd")
+    norm: str = "linf"
+    target: int | None = None  # also measure targeted success toward this class
+    per_attack: bool = True  # each attack's own curve (False: AutoAttack-style sequence, same worst case)
+    perturbed: bool = True  # L-inf: accuracy with FGSM on every image (the label-leaking measure)
+    bf16: bool = False  # attacks under bf16 autocast; images and steps stay float32
+    checks: bool = True
+    checks_n_images: int = 200
+    checks_square_queries: int = 1000
+    checks_large_eps: dict = field(default_factory=dict)  # per norm; missing: checks.LARGE_EPS
+    convergence: bool = True  # trace PGD and APGD per iteration on the checks' images (figure, check)
+    convergence_n_images: int = 64
+    seed: int = 0
+    batch_size: int = 500
+    progress: bool | None = None
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: EvaluationSettings,
+             num_classes: int | None = None) -> Results:
+    """Results of `model` (in eval mode, on its device) on images (float in [0, 1], or uint8) and labels.
+
+    Under torch.distributed every rank passes the whole set; each evaluates its shard, every rank
+    gets the whole set's counts, and rank 0 alone runs the certified bound and the checks.
+    """
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"images and labels must have the same length, got {images.shape[0]} and {labels.shape[0]}")
+    attacks = build_attacks(settings.attacks, norm=settings.norm, seed=settings.seed)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    if num_classes is None:
+        with torch.no_grad():
+            num_classes = model(to_unit_float(images[:1].to(device))).shape[1]
+    eps = sorted({float(e) for e in settings.eps})
+    # Its own generator: a DataLoader otherwise draws a base seed from the global stream on every pass.
+    loader = DataLoader(TensorDataset(images, labels), batch_size=settings.batch_size, generator=torch.Generator())
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(settings.bf16)):
+        results = evaluate_robustness(model, loader, eps, attacks, settings.target, num_classes=num_classes,
+                                      per_attack=settings.per_attack, norm=settings.norm,
+                                      progress=settings.progress, perturbed=settings.perturbed)
+    if rank_and_world_size()[0] != 0:
+        return results
+    if hasattr(model, "lipschitz_constant") and settings.norm == "l2":  # a provable bound: certified accuracy too
+        x, y = to_unit_float(images.to(device)), labels.to(device)
+        results.certified = Certified(float(model.lipschitz_constant), eps, [
+            certified_accuracy(model, x, y, e, batch_size=settings.batch_size) for e in eps])
+    if settings.checks and attacks:
+        _checks(model, images, labels, results, attacks, settings, num_classes)
+    return results
+
+
+def _checks(model, images, labels, results: Results, attacks: dict, settings: EvaluationSettings,
+            num_classes: int) -> None:
+    """The convergence trace (PGD, APGD) and the checks, on the first checks_n_images test images."""
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    n = settings.checks_n_images
+    x, y = to_unit_float(images[:n].to(device)), labels[:n].to(device)
+    pgd = attacks.get("pgd")
+    pgd_steps = pgd.setting("steps") if hasattr(pgd, "setting") else SPECS["pgd"].settings["steps"]
+    eps = check_eps_for_sample(results)  # where the worst case is about half the clean accuracy
+    if settings.convergence and eps is not None:
+        with torch.no_grad():
+            correct = (model(x).argmax(1) == y).nonzero().squeeze(1)[:settings.convergence_n_images]
+        if len(correct):
+            results.convergence = convergence.trace(model, x[correct], y[correct], eps, settings.norm,
+                                                    pgd_steps=pgd_steps, seed=settings.seed)
+    results.checks = run_checks(
+        model, results, x, y, trace=results.convergence,
+        iterative=[name for name, a in attacks.items() if getattr(a, "iterative", True)], norm=settings.norm,
+        large_eps=settings.checks_large_eps.get(settings.norm), pgd_steps=pgd_steps,
+        square_queries=settings.checks_square_queries, seed=settings.seed, num_classes=num_classes)

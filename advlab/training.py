@@ -1,0 +1,71 @@
+"""Training a run's model: build the LightningModule from the config, fit it, save model.pt."""
+
+import json
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from advlab.build import build_classifier, plain, training_callbacks
+from advlab.checkpoint import save_checkpoint
+from advlab.evaluation.distributed import rank_and_world_size
+
+
+def resume_path(resume) -> Path | None:
+    """The last.ckpt to resume from: `resume` is a run folder or the checkpoint file itself."""
+    if not resume:
+        return None
+    path = Path(resume)
+    path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"resume: no checkpoint at {path} (give a run folder with checkpoints/last.ckpt, "
+                                "or the .ckpt file)")
+    return path
+
+
+def train_model(cfg: DictConfig, datamodule, run_dir: Path, logger=None) -> tuple[nn.Module, dict]:
+    """Fit cfg.model with cfg.loss; returns the model (eval mode) and what training recorded.
+
+    The model file (model.pt) is written by the caller once the evaluation's headline numbers
+    are known, so it is written once, complete.
+    """
+    # Training is the one place advlab seeds the global stream: shuffling, initialisation, dropout.
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = build_classifier(cfg)
+    callbacks = training_callbacks(cfg)
+    # checkpoints/last.ckpt after every epoch: what `resume=RUN_DIR` continues from.
+    # (top-1 without a monitor keeps the newest; save_last alone would write only when training ends)
+    last = pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                                        enable_version_counter=False)
+    trainer = pl.Trainer(
+        **cfg.trainer,
+        logger=logger if logger is not None else False,
+        callbacks=[*callbacks, last],
+        inference_mode=False,  # validation runs attacks, which need gradients
+        default_root_dir=str(run_dir),
+    )
+    start = time.perf_counter()
+    # weights_only: the checkpoint holds tensors and plain values, and loading it runs no code from the file.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.resume), weights_only=True)
+    model = getattr(module.model, "_orig_mod", module.model)  # torch.compile's wrapper holds the same weights
+    info = {
+        "seconds": round(time.perf_counter() - start, 1),
+        "epochs": trainer.current_epoch,
+        "loss": repr(module.loss),
+        "alpha": cfg.alpha,
+        "eps": cfg.eps,
+        "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+        "guard": callbacks[0].summary(),
+    }
+    return model.eval(), info
+
+
+def save_model(path: Path, model: nn.Module, cfg: DictConfig, training: dict, metrics: dict) -> None:
+    """model.pt: weights, the registry name and arguments, the run's config, training and headline metrics."""
+    if rank_and_world_size()[0] != 0:
+        return
+    save_checkpoint(path, model, plain(cfg.model), metadata={
+        "training": json.dumps(training), "config": json.dumps(OmegaConf.to_container(cfg, resolve=True)),
+        "metrics": json.dumps(metrics)})
