@@ -1,4 +1,4 @@
-# advlab: `make study` runs the seed study, `make test` runs the tests.
+# advlab: `make study` runs the seed study, `make test` runs the tests (`make test-fast`: all but the slow ones).
 # Both create the virtual environment (.venv) and install advlab into it when it is missing.
 
 PYTHON ?= python3
@@ -9,7 +9,7 @@ BENCH_ARGS ?= --quick   # make bench BENCH_ARGS= for the full size
 ADVLAB_DATA ?= $(if $(wildcard ../shared/data/cifar10/test.npz),$(abspath ../shared/data/cifar10),$(abspath data))
 export ADVLAB_DATA
 
-.PHONY: study test bench install clean
+.PHONY: study test test-fast bench install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ study: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything but the tests marked slow (subprocesses, DDP, the browser): the quick loop while editing.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench/attacks.py $(BENCH_ARGS)

@@ -1,3 +1,6 @@
+"""APGD and APGD-T: the checkpoint schedule, the first step by hand, restarts, argument checks, and
+strength against PGD on the trained model. The invariants every attack keeps are in test_attack_contract.py."""
+
 import math
 
 import pytest
@@ -6,19 +9,7 @@ import torch
 from advlab.attacks import _core, pgd
 from advlab.attacks.apgd import apgd, apgd_targeted, checkpoint_schedule
 from advlab.attacks.losses import cross_entropy
-
-EPS = {"linf": 0.05, "l2": 0.5}
-
-ATTACKS = {
-    "apgd_ce": lambda m, x, y, eps, norm, **kw: apgd(m, x, y, eps, norm=norm, steps=6, seed=0, **kw),
-    "apgd_dlr": lambda m, x, y, eps, norm, **kw: apgd(m, x, y, eps, norm=norm, steps=6, loss="dlr", seed=0, **kw),
-    "apgd_margin_restarts": lambda m, x, y, eps, norm, **kw: apgd(m, x, y, eps, norm=norm, steps=4, loss="margin",
-                                                                  restarts=2, seed=0, **kw),
-    "apgd_targeted_ce": lambda m, x, y, eps, norm, **kw: apgd(m, x, y, eps, norm=norm, steps=6, seed=0,
-                                                              target=(y + 1) % 10, **kw),
-    "apgd_t": lambda m, x, y, eps, norm, **kw: apgd_targeted(m, x, y, eps, norm=norm, steps=4, n_target_classes=3,
-                                                             seed=0, **kw),
-}
+from helpers import assert_in_ball
 
 
 @torch.no_grad()
@@ -42,42 +33,13 @@ def test_checkpoint_schedule_matches_the_formula_by_hand():
         assert w[0] == 0 and w[-1] <= steps and w == sorted(set(w))
 
 
-@pytest.mark.parametrize("name", ATTACKS)
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-@pytest.mark.parametrize("train_mode", [False, True])
-def test_apgd_invariants(name, norm, train_mode, tiny_model, synthetic_batch):
-    x, _ = synthetic_batch
-    x[0, 0, 0, 0], x[1, 0, 0, 0] = 0.0, 1.0  # pixels on the box's faces: the ball must be clipped to [0, 1]
-    y = clean_labels(tiny_model, x)
-    x_before = x.clone()
-    tiny_model.train(train_mode)
-    bn_stats = tiny_model.net[1].running_mean.clone()
-    eps = EPS[norm]
-
-    x_adv = ATTACKS[name](tiny_model, x, y, eps, norm)
-
-    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
-    assert torch.equal(x, x_before), "the input was modified in place"
-    if norm == "linf":
-        assert (x_adv - x).abs().max() <= eps + 1e-6, "outside the eps-ball"
-    else:
-        assert (x_adv - x).flatten(1).norm(dim=1).max() <= eps * (1 + 1e-5), "outside the eps-ball"
-    assert x_adv.min() >= 0 and x_adv.max() <= 1, "outside [0, 1]"
-    assert not x_adv.requires_grad
-    assert all(p.grad is None for p in tiny_model.parameters()), "gradient left on model parameters"
-    assert tiny_model.training == train_mode, "train/eval mode not restored"
-    assert torch.equal(tiny_model.net[1].running_mean, bn_stats), "the attack updated batch-norm statistics"
-    assert (x_adv != x).any(), "the attack did nothing"
-
-
 def test_first_step_has_no_momentum_and_best_point_is_returned(tiny_model, synthetic_batch):
     """steps=1 by hand: x0 = seeded random start, x1 = P(x0 + 2 eps sign(grad)); each image gets the first
     fooling point of (x0, x1), else the one with the higher loss."""
     x, _ = synthetic_batch
     y = clean_labels(tiny_model, x)
     eps = 0.05
-    torch.manual_seed(7)
-    x0 = _core.random_start(x, eps, "linf")
+    x0 = _core.random_start(x, eps, "linf", _core.make_generator(7, x.device))
     grad, out0, loss0 = _core.input_gradient(tiny_model, x0, y)
     x1 = _core.project(x0 + 2 * eps * grad.sign(), x, eps, "linf")
     with torch.no_grad():
@@ -90,16 +52,15 @@ def test_first_step_has_no_momentum_and_best_point_is_returned(tiny_model, synth
     assert torch.allclose(apgd(tiny_model, x, y, eps, steps=1, seed=7), expected, atol=1e-7)
 
 
-def test_same_seed_same_result_and_global_rng_untouched(tiny_model, synthetic_batch):
+@pytest.mark.parametrize("norm, eps", [("linf", 0.05), ("l2", 0.5)])
+def test_the_margin_loss_with_restarts_stays_in_the_ball(norm, eps, tiny_model, synthetic_batch):
+    """A combination the registry's names do not reach (apgd-ce fixes the loss), so not in the contract test."""
     x, _ = synthetic_batch
     y = clean_labels(tiny_model, x)
-    state = torch.get_rng_state()
-    a = apgd(tiny_model, x, y, 0.03, steps=8, seed=3)
-    b = apgd(tiny_model, x, y, 0.03, steps=8, seed=3)
-    t1 = apgd_targeted(tiny_model, x, y, 0.03, steps=3, n_target_classes=2, seed=3)
-    t2 = apgd_targeted(tiny_model, x, y, 0.03, steps=3, n_target_classes=2, seed=3)
-    assert torch.equal(a, b) and torch.equal(t1, t2)
-    assert torch.equal(torch.get_rng_state(), state), "a seeded attack changed the global random state"
+    x_adv = apgd(tiny_model, x, y, eps, norm=norm, steps=4, loss="margin", restarts=2, seed=0)
+    assert_in_ball(x_adv, x, eps, norm)
+    assert (x_adv != x).any()
+    assert torch.equal(x_adv, apgd(tiny_model, x, y, eps, norm=norm, steps=4, loss="margin", restarts=2, seed=0))
 
 
 def test_images_already_fooled_are_returned_unchanged(tiny_model, synthetic_batch):

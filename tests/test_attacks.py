@@ -1,42 +1,15 @@
+"""Single-step FGSM and PGD: their formulas, options and strength. What every attack guarantees
+(the eps-ball, [0, 1], inputs untouched, modes restored, seeds) is tested once for all in
+test_attack_contract.py."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from advlab.attacks import FGSMPerturbation, PGDPerturbation, fgsm, pgd
+from advlab.attacks import Perturbation, fgsm, pgd
 from advlab.evaluation import predict
-
-ATTACKS = {
-    "fgsm": lambda m, x, y, eps, **kw: fgsm(m, x, y, eps, **kw),
-    "pgd": lambda m, x, y, eps, **kw: pgd(m, x, y, eps, steps=5, **kw),
-    "pgd_random_start": lambda m, x, y, eps, **kw: pgd(m, x, y, eps, steps=5, random_start=True, **kw),
-}
-
-
-@pytest.mark.parametrize("name", ATTACKS)
-@pytest.mark.parametrize("targeted", [False, True])
-@pytest.mark.parametrize("train_mode", [False, True])
-def test_attack_invariants(name, targeted, train_mode, tiny_model, synthetic_batch):
-    x, y = synthetic_batch
-    x[0, 0, 0, 0], x[1, 0, 0, 0] = 0.0, 1.0  # pixels on the box's faces: the ball must be clipped to [0, 1]
-    x_before = x.clone()
-    tiny_model.train(train_mode)
-    bn_stats = tiny_model.net[1].running_mean.clone()
-    eps = 0.1
-    kwargs = {"target": torch.full_like(y, 3)} if targeted else {}
-
-    x_adv = ATTACKS[name](tiny_model, x, y, eps, **kwargs)
-
-    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
-    assert torch.equal(x, x_before), "the input was modified in place"
-    assert (x_adv - x).abs().max() <= eps + 1e-6, "outside the eps-ball"
-    assert x_adv.min() >= 0 and x_adv.max() <= 1, "outside [0, 1]"
-    assert not x_adv.requires_grad
-    assert all(p.grad is None for p in tiny_model.parameters()), "gradient left on model parameters"
-    assert tiny_model.training == train_mode, "train/eval mode not restored"
-    assert torch.equal(tiny_model.net[1].running_mean, bn_stats), "the attack updated batch-norm statistics"
-    assert (x_adv != x).any(), "the attack did nothing"
 
 
 def test_fgsm_equals_one_line_formula(trained_model, test_images):
@@ -70,7 +43,13 @@ def test_pgd_is_at_least_as_strong_as_fgsm(trained_model, test_images):
     assert acc_pgd <= acc_fgsm, (acc_pgd, acc_fgsm)
 
 
-@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+TARGETED = {
+    "fgsm": lambda m, x, y, eps, **kw: fgsm(m, x, y, eps, **kw),
+    "pgd": lambda m, x, y, eps, **kw: pgd(m, x, y, eps, steps=5, **kw),
+}
+
+
+@pytest.mark.parametrize("attack", TARGETED)
 def test_targeted_attack_raises_target_probability(attack, trained_model, test_images):
     x, y = test_images
     target = 4  # deer, as in the study
@@ -79,7 +58,7 @@ def test_targeted_attack_raises_target_probability(attack, trained_model, test_i
     t = torch.full_like(y, target)
     with torch.no_grad():
         before = trained_model(x).softmax(1)[:, target]
-    x_adv = ATTACKS[attack](trained_model, x, y, 0.03, target=t)
+    x_adv = TARGETED[attack](trained_model, x, y, 0.03, target=t)
     with torch.no_grad():
         after = trained_model(x_adv).softmax(1)[:, target]
     assert after.mean() > 1.5 * before.mean()
@@ -114,30 +93,24 @@ def test_step_size_defaults_to_a_quarter_of_eps(tiny_model, synthetic_batch):
     assert torch.allclose(moved[inside], torch.tensor(0.02), atol=1e-6)
 
 
-def test_random_start_is_deterministic_under_a_seed(tiny_model, synthetic_batch):
-    x, y = synthetic_batch
-    torch.manual_seed(5)
-    a = pgd(tiny_model, x, y, 0.05, steps=2, random_start=True)
-    torch.manual_seed(5)
-    b = pgd(tiny_model, x, y, 0.05, steps=2, random_start=True)
-    c = pgd(tiny_model, x, y, 0.05, steps=2, random_start=True)
-    assert torch.equal(a, b) and not torch.equal(a, c)
-
-
 def test_eps_zero_returns_the_input(tiny_model, synthetic_batch):
     x, y = synthetic_batch
     assert torch.equal(fgsm(tiny_model, x, y, 0.0), x)
     assert torch.equal(pgd(tiny_model, x, y, 0.0, steps=2), x)
 
 
-def test_perturbations_call_the_attacks(tiny_model, synthetic_batch):
+def test_a_perturbation_calls_its_attack_at_its_radius(tiny_model, synthetic_batch):
     x, y = synthetic_batch
     tiny_model.eval()
-    assert torch.equal(FGSMPerturbation(0.03)(tiny_model, x, y), fgsm(tiny_model, x, y, 0.03))
-    torch.manual_seed(0)
-    a = PGDPerturbation(0.03, steps=2)(tiny_model, x, y)
-    torch.manual_seed(0)
-    assert torch.equal(a, pgd(tiny_model, x, y, 0.03, steps=2, random_start=True))
+    assert torch.equal(Perturbation("fgsm", eps=0.03)(tiny_model, x, y), fgsm(tiny_model, x, y, 0.03))
+    random_pgd = Perturbation("pgd", eps=0.03, steps=2, random_start=True)
+    expected = pgd(tiny_model, x, y, 0.03, steps=2, random_start=True, seed=0)
+    assert torch.equal(random_pgd(tiny_model, x, y), expected), "no generator: the attack's own seed (0)"
+    stream = torch.Generator().manual_seed(0)
+    assert torch.equal(random_pgd(tiny_model, x, y, generator=stream), expected), "a generator is used as it is"
+    assert not torch.equal(random_pgd(tiny_model, x, y, generator=stream), expected), "the stream moves on"
+    assert Perturbation("pgd", eps=0.03).name == "pgd"
+    assert Perturbation({"name": "pgd", "label": "pgd2"}, eps=0.1).name == "pgd2"
 
 
 @pytest.mark.parametrize(
@@ -156,8 +129,10 @@ def test_perturbations_call_the_attacks(tiny_model, synthetic_batch):
         (lambda m, x, y: fgsm(m, x - 0.5, y, 0.1), r"x must lie in \[0, 1\]"),
         (lambda m, x, y: fgsm(m, x, y[:5], 0.1), r"y must be a 1-D tensor of 8 class indices"),
         (lambda m, x, y: pgd(m, x, y + 10, 0.1), r"y must be class indices in \[0, 9\]"),
-        (lambda m, x, y: FGSMPerturbation(-1.0), r"eps must be a finite number >= 0"),
-        (lambda m, x, y: PGDPerturbation(0.1, steps=0), r"steps must be an integer >= 1"),
+        (lambda m, x, y: Perturbation("fgsm", eps=-1.0), r"eps must be a finite number >= 0"),
+        (lambda m, x, y: Perturbation("pgd", eps=0.1, steps=0)(m, x, y), r"steps must be an integer >= 1"),
+        (lambda m, x, y: Perturbation("pgd", eps=0.1, stepz=3), r"pgd: unknown setting\(s\) \['stepz'\]"),
+        (lambda m, x, y: Perturbation("cw", eps=0.1), r"unknown attack 'cw'"),
     ],
 )
 def test_bad_input_gets_a_clear_error(call, match, tiny_model, synthetic_batch):
@@ -187,10 +162,8 @@ def test_pgd_l2_raises_the_loss(trained_model, test_images):
 
 def test_restarts_keep_the_per_image_worst_case(trained_model, test_images):
     x, y = test_images[0][:200], test_images[1][:200]
-    torch.manual_seed(0)
-    single = pgd(trained_model, x, y, 0.004, steps=5, random_start=True)
-    torch.manual_seed(0)
-    several = pgd(trained_model, x, y, 0.004, steps=5, random_start=True, restarts=4)
+    single = pgd(trained_model, x, y, 0.004, steps=5, random_start=True, seed=0)
+    several = pgd(trained_model, x, y, 0.004, steps=5, random_start=True, restarts=4, seed=0)
     fooled_single = predict(trained_model, single) != y
     fooled_several = predict(trained_model, several) != y
     # The first restart is the single run (same seed): restarts can only add fooled images.

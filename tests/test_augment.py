@@ -1,6 +1,5 @@
 """random_crop_flip, and the datamodule applying it to training batches only."""
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -10,8 +9,9 @@ from omegaconf import OmegaConf
 
 from advlab.augment import random_crop_flip
 from advlab.data import CIFAR10DataModule, to_unit_float
+from helpers import REPO
 
-DATA_YAML = Path(__file__).resolve().parents[1] / "conf" / "data" / "cifar10.yaml"
+DATA_YAML = REPO / "conf" / "data" / "cifar10.yaml"
 
 
 def distinct_images(n, c=3, size=8, seed=0):

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.attacks import AttackPerturbation, apgd, autoattack
+from advlab.attacks import Perturbation, apgd, autoattack
 from advlab.evaluation import predict
 
 
@@ -57,9 +57,13 @@ def test_rand_version_breaks_a_randomised_model(trained_model, test_images):
 def test_any_registry_attack_is_a_perturbation(tiny_model, synthetic_batch):
     x, y = synthetic_batch
     tiny_model.eval()
-    p = AttackPerturbation("apgd-ce", 0.03, settings={"apgd_steps": 5, "seed": 0})
-    assert torch.equal(p(tiny_model, x, y), apgd(tiny_model, x, y, 0.03, steps=5, seed=0))
+    p = Perturbation("apgd-ce", eps=0.03, steps=5, seed=3)
+    assert torch.equal(p(tiny_model, x, y), apgd(tiny_model, x, y, 0.03, steps=5, seed=3))
+    stream = torch.Generator().manual_seed(3)
+    assert torch.equal(p(tiny_model, x, y, generator=stream), apgd(tiny_model, x, y, 0.03, steps=5, seed=3))
+    aa = Perturbation("autoattack", eps=0.03, steps=5, queries=20, seed=3)
+    assert torch.equal(aa(tiny_model, x, y), autoattack(tiny_model, x, y, 0.03, steps=5, queries=20, seed=3))
     with pytest.raises(ValueError, match="unknown attack 'cw'"):
-        AttackPerturbation("cw", 0.03)
+        Perturbation("cw", eps=0.03)
     with pytest.raises(ValueError, match="version must be one of"):
         autoattack(tiny_model, x, y, 0.03, version="plus")

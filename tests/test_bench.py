@@ -8,11 +8,12 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
-from conftest import REPO
+from helpers import REPO
 
 SECTIONS = ("model", "pgd_vs_torchattacks", "pgd_vs_floor", "profile", "robust_eval_vs_torchattacks", "eps_grid",
             "training_throughput", "targets")
@@ -40,6 +41,7 @@ def quick_run(cifar_root, tmp_path_factory):
     return json.loads(out.read_text()), proc.stdout
 
 
+@pytest.mark.slow  # runs bench/attacks.py in a subprocess
 def test_json_has_every_section_and_the_hardware(quick_run):
     data, _ = quick_run
     assert set(data["results"]) == {"cpu"}
@@ -57,6 +59,7 @@ def test_json_has_every_section_and_the_hardware(quick_run):
                                                   "robust_eval_vs_torchattacks", "eps_grid"]
 
 
+@pytest.mark.slow  # runs bench/attacks.py in a subprocess
 def test_what_is_reported_identical_is_identical(quick_run):
     cpu = quick_run[0]["results"]["cpu"]
     same = cpu["pgd_vs_torchattacks"]
@@ -75,6 +78,7 @@ def test_what_is_reported_identical_is_identical(quick_run):
     assert evaluation["robust_correct"]["advlab"] <= evaluation["clean_correct"] <= 32
 
 
+@pytest.mark.slow  # runs bench/attacks.py in a subprocess
 def test_printed_table_names_each_target_with_a_verdict(quick_run):
     data, stdout = quick_run
     for target in data["results"]["cpu"]["targets"]:
@@ -96,10 +100,21 @@ def test_arguments_are_checked_and_quick_sizes_apply():
 def test_measure_rotates_the_order_and_keeps_the_last_outputs():
     bench = _bench_module()
     calls = []
-    ways = {name: (lambda name: lambda bs: calls.append((name, len(bs[0][1]))) or name)(name) for name in "abc"}
+    delay = {"a": 0.0, "b": 0.02, "c": 0.04}  # seconds each way takes at least
+
+    def way(name):
+        def run(bs):
+            calls.append((name, len(bs[0][1])))
+            time.sleep(delay[name])
+            return name
+        return run
+
+    ways = {name: way(name) for name in "abc"}
     batches = [(torch.zeros(100, 1), torch.zeros(100))]
     times, outputs = bench.measure(ways, batches, repeats=3, device=torch.device("cpu"))
     warmup, timed = calls[:3], [name for name, _ in calls[3:]]
     assert all(n == bench.WARMUP_IMAGES for _, n in warmup)  # warmed up on a few images only
     assert timed == list("abc") + list("bca") + list("cab")
-    assert outputs == {"a": "a", "b": "b", "c": "c"} and all(t >= 0 for t in times.values())
+    assert outputs == {"a": "a", "b": "b", "c": "c"}
+    # the median of each way's own timings: at least its delay, and a way that does almost nothing still takes time
+    assert times["a"] > 0 and times["b"] >= delay["b"] and times["c"] >= delay["c"], times

@@ -3,9 +3,12 @@ across them and gathered once: the numbers equal a single process evaluating the
 
 import json
 
-from test_cli import SMOKE, advlab_cli
+import pytest
+
+from helpers import SMOKE, advlab_cli
 
 
+@pytest.mark.slow
 def test_ddp_training_and_sharded_evaluation_match_one_process(cifar_root, tmp_path):
     common = ["+experiment=fgsm_defense", *SMOKE, "logger=none", "data.max_test_images=61"]  # odd: uneven shards
     env = {"ADVLAB_DATA": str(cifar_root), "OMP_NUM_THREADS": "1"}

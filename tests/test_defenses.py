@@ -7,15 +7,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
-from advlab.attacks import FGSMPerturbation, NFGSMPerturbation, PGDPerturbation, fgsm
-from advlab.attacks._core import perturbation_norm
+from advlab.attacks import Perturbation, fgsm
+from advlab.attacks._core import input_gradient, make_generator, perturbation_norm
+from advlab.build import build_classifier
 from advlab.callbacks import RobustGuard
 from advlab.defenses import MixedLoss, TradesLoss
-from advlab.experiment import build_classifier
-
-from conftest import REPO
+from helpers import config
 
 EPS = 8 / 255
 
@@ -39,7 +37,7 @@ def _in_ball(x_adv, x, eps, norm):
 @pytest.mark.parametrize("norm, eps", [("linf", EPS), ("l2", 0.5)])
 def test_pgd_training_perturbation_raises_the_loss_inside_the_ball(norm, eps, trained_model, batch):
     x, y = batch
-    x_adv = PGDPerturbation(eps, steps=10, norm=norm)(trained_model, x, y)
+    x_adv = Perturbation("pgd", eps=eps, norm=norm, steps=10, random_start=True)(trained_model, x, y)
     _in_ball(x_adv, x, eps, norm)
     assert _ce(trained_model, x_adv, y).mean() > _ce(trained_model, x, y).mean() + 0.5
     # PGD-10 is at least as strong as one FGSM step, image for image on average
@@ -48,35 +46,42 @@ def test_pgd_training_perturbation_raises_the_loss_inside_the_ball(norm, eps, tr
 
 def test_fgsm_rs_starts_at_random_and_steps_1_25_eps(trained_model, batch):
     x, y = batch
-    torch.manual_seed(0)
-    x_adv = FGSMPerturbation(EPS, random_start=True)(trained_model, x, y)
+    x_adv = Perturbation("fgsm-rs", eps=EPS)(trained_model, x, y)
     _in_ball(x_adv, x, EPS, "linf")
-    torch.manual_seed(0)
-    again = FGSMPerturbation(EPS, random_start=True)(trained_model, x, y)
+    again = Perturbation("fgsm-rs", eps=EPS)(trained_model, x, y)
     assert torch.equal(x_adv, again)
-    plain = FGSMPerturbation(EPS)(trained_model, x, y)
+    plain = Perturbation("fgsm", eps=EPS)(trained_model, x, y)
     assert not torch.equal(x_adv, plain), "the random start moves the result"
     # away from the box, a coordinate's start is uniform and the 1.25 eps step reaches the boundary often
     inside = (x > EPS) & (x < 1 - EPS)
     at_boundary = ((x_adv - x).abs() > EPS * 0.999) & inside
     assert 0.5 < at_boundary.sum() / inside.sum() < 1.0
+    # by hand: uniform start in the ball, a signed step of 1.25 eps, projected back
+    start = (x + torch.empty_like(x).uniform_(-EPS, EPS, generator=make_generator(0, x.device))).clamp(0, 1)
+    grad, _, _ = input_gradient(trained_model, start, y)
+    expected = torch.min(torch.max(start + 1.25 * EPS * grad.sign(), x - EPS), x + EPS).clamp(0, 1)
+    assert torch.allclose(x_adv, expected, atol=1e-6)
 
 
 def test_n_fgsm_is_unprojected_noise_plus_a_step(trained_model, batch):
     x, y = batch
-    p = NFGSMPerturbation(EPS)
-    assert p.noise == pytest.approx(2 * EPS) and p.step_size == pytest.approx(EPS) and p.radius == pytest.approx(3 * EPS)
+    p = Perturbation("n-fgsm", eps=EPS)
     x_adv = p(trained_model, x, y)
     delta = (x_adv - x).abs()
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     assert delta.max() <= 3 * EPS + 1e-6
     assert (delta > EPS * 1.01).float().mean() > 0.3, "N-FGSM does not project back onto the eps-ball"
+    assert (delta > 2 * EPS * 1.01).any(), "the step adds to the noise: the radius is noise + step"
     assert _ce(trained_model, x_adv, y).mean() > _ce(trained_model, x, y).mean()
+    # by hand: noise of radius 2 eps, then a signed step of eps, clipped to [0, 1] only
+    start = (x + torch.empty_like(x).uniform_(-2 * EPS, 2 * EPS, generator=make_generator(0, x.device))).clamp(0, 1)
+    grad, _, _ = input_gradient(trained_model, start, y)
+    assert torch.allclose(x_adv, (start + EPS * grad.sign()).clamp(0, 1), atol=1e-6)
 
 
 def test_mixed_loss_over_several_perturbations(trained_model, batch):
     x, y = batch
-    perturbations = [FGSMPerturbation(EPS), PGDPerturbation(EPS, steps=3, random_start=False)]
+    perturbations = [Perturbation("fgsm", eps=EPS), Perturbation("pgd", eps=EPS, steps=3, random_start=False)]
     loss, outputs = MixedLoss(0.2, perturbations, weights=[1, 3])(trained_model, x, y)
     assert list(outputs) == ["clean", "adv0_fgsm", "adv1_pgd"]
     terms = [F.cross_entropy(trained_model(p), y) for p in
@@ -90,14 +95,13 @@ def test_mixed_loss_over_several_perturbations(trained_model, batch):
                                             ([1, -1], "finite numbers >= 0")])
 def test_mixed_loss_weights_are_checked(weights, match):
     with pytest.raises(ValueError, match=match):
-        MixedLoss(0.5, [FGSMPerturbation(EPS), FGSMPerturbation(EPS)], weights=weights)
+        MixedLoss(0.5, [Perturbation("fgsm", eps=EPS), Perturbation("fgsm", eps=EPS)], weights=weights)
 
 
 def test_trades_loss_is_ce_plus_beta_kl_at_a_kl_maximiser(trained_model, batch):
     x, y = batch
     trades = TradesLoss(EPS, beta=6.0, steps=5)
-    torch.manual_seed(0)
-    x_adv = trades.perturb(trained_model, x)
+    x_adv = trades.perturb(trained_model, x)  # seed 0
     _in_ball(x_adv, x, EPS, "linf")
 
     def kl(x_other):
@@ -105,22 +109,20 @@ def test_trades_loss_is_ce_plus_beta_kl_at_a_kl_maximiser(trained_model, batch):
             return F.kl_div(trained_model(x_other).log_softmax(1), trained_model(x).log_softmax(1),
                             reduction="none", log_target=True).sum(1)
 
-    random_point = (x + torch.empty_like(x).uniform_(-EPS, EPS)).clamp(0, 1)
+    noise = torch.empty_like(x).uniform_(-EPS, EPS, generator=torch.Generator().manual_seed(0))
+    random_point = (x + noise).clamp(0, 1)
     assert kl(x_adv).mean() > 5 * kl(random_point).mean(), "the inner maximisation finds a high-KL point"
-    torch.manual_seed(0)
-    loss, outputs = trades(trained_model, x, y)
+    loss, outputs = trades(trained_model, x, y)  # no generator: the same seed 0 as perturb's default
     clean, adv = trained_model(x), trained_model(x_adv)
     expected = F.cross_entropy(clean, y) + 6.0 * F.kl_div(adv.log_softmax(1), clean.log_softmax(1),
                                                           reduction="batchmean", log_target=True)
     assert torch.allclose(loss, expected, atol=1e-5)
     assert set(outputs) == {"clean", "adv"}
+    stream = torch.Generator().manual_seed(0)
+    assert torch.allclose(trades(trained_model, x, y, generator=stream)[0], expected, atol=1e-5)
+    assert not torch.equal(trades.perturb(trained_model, x, stream), x_adv), "a generator is a stream: it moves on"
     with pytest.raises(ValueError, match=r"loss\.beta"):
         TradesLoss(EPS, beta=-1)
-
-
-def config(*overrides):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 DEFENSES = ["none", "fgsm", "fgsm_rs", "n_fgsm", "pgd", "trades", "mixed", "pgd_l2", "lipschitz", "vae"]
@@ -141,8 +143,10 @@ def test_each_defense_config_trains(defense, cifar_root):
     losses = []
     module.model.train()
     for _ in range(8):
-        torch.manual_seed(1)  # the same random starts every step, so the losses compare
-        loss, _ = module.loss(module.model, x, y)
+        # The same random draws every step, so the losses compare: the perturbation's starts from a fresh
+        # generator, the model's own (the VAE's sampling) from the global stream.
+        torch.manual_seed(1)
+        loss, _ = module.loss(module.model, x, y, generator=torch.Generator().manual_seed(1))
         losses.append(loss.item())
         opt.zero_grad()
         loss.backward()

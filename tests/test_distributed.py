@@ -40,7 +40,7 @@ def _setup(n: int = N_IMAGES, dtype=torch.float32):
 
 
 def _attacks():
-    return build_attacks(["fgsm", "pgd"], pgd_steps=5)  # no random start: every run is deterministic
+    return build_attacks(["fgsm", {"name": "pgd", "steps": 5}])  # no random start: every run is deterministic
 
 
 def _scenarios():
@@ -61,7 +61,7 @@ def _worker(rank: int, world_size: int, rendezvous: str, out_dir: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    reference = {name: evaluate_robustness(m, loader, EPS, _attacks(), progress=False, **kw)
+    reference = {name: evaluate_robustness(m, loader, EPS, _attacks(), progress=False, **kw).to_dict()
                  for name, (m, loader, kw) in _scenarios().items()}
 
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world_size)
@@ -74,7 +74,7 @@ def _worker(rank: int, world_size: int, rendezvous: str, out_dir: str) -> None:
         calls.clear()
         seen.clear()
         results = evaluate_robustness(m, loader, EPS, _attacks(), progress=False, **kw)
-        report[name] = {"reference": reference[name], "distributed": results, "all_reduces": len(calls),
+        report[name] = {"reference": reference[name], "distributed": results.to_dict(), "all_reduces": len(calls),
                         "images_here": sum(seen), "rank": rank_and_world_size()}
     dist.destroy_process_group()
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(report))
@@ -96,6 +96,7 @@ def two_ranks(tmp_path_factory):
     return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["blocks_targeted", "sequential", "round_robin", "one_image"])
 def test_every_rank_returns_the_single_process_results(two_ranks, scenario):
     for rank, report in enumerate(two_ranks):
@@ -108,6 +109,7 @@ def test_every_rank_returns_the_single_process_results(two_ranks, scenario):
     assert sum(r[scenario]["images_here"] for r in two_ranks) == n
 
 
+@pytest.mark.slow
 def test_the_work_is_split_and_counts_cross_ranks_once(two_ranks):
     here = {name: [r[name]["images_here"] for r in two_ranks] for name in two_ranks[0]}
     assert here == {"blocks_targeted": [51, 50], "sequential": [51, 50], "round_robin": [61, 40], "one_image": [1, 0]}
@@ -166,15 +168,22 @@ def test_streams_batches_and_keeps_no_adversarial_images(monkeypatch):
     model, x, y = _setup(100, torch.float64)
     alive = []
 
-    def tracked(attack):
-        def run(*args, **kwargs):
-            x_adv = attack(*args, **kwargs)
+    class Tracked:
+        """The attack, with a weak reference kept to every image batch it returns."""
+
+        def __init__(self, attack):
+            self.attack = attack
+
+        def __call__(self, *args, **kwargs):
+            x_adv = self.attack(*args, **kwargs)
             alive.append(weakref.ref(x_adv))
             return x_adv
-        return run
 
-    monkeypatch.setattr(robustness, "fgsm", tracked(robustness.fgsm))  # the "perturbed" accuracy's FGSM
-    attacks = {name: tracked(a) for name, a in _attacks().items()}
+        def __getattr__(self, name):  # targeted, iterative, ...: as the attack says
+            return getattr(self.attack, name)
+
+    monkeypatch.setattr(robustness, "fgsm", Tracked(robustness.fgsm))  # the "perturbed" accuracy's FGSM
+    attacks = {name: Tracked(a) for name, a in _attacks().items()}
 
     def stream():
         for i in range(0, 100, 10):
@@ -184,5 +193,6 @@ def test_streams_batches_and_keeps_no_adversarial_images(monkeypatch):
     streamed = evaluate_robustness(model, stream(), EPS, attacks, target=3, progress=False)
     assert len(alive) > 50  # the attacks did run, batch by batch
     whole = evaluate_robustness(model, [(x, y)], EPS, _attacks(), target=3, progress=False)
-    assert streamed == whole and streamed["n_images"] == 100
+    assert streamed.targeted is not None, "the targeted attack was counted"
+    assert streamed == whole and streamed.n_images == 100
 

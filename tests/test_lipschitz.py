@@ -2,7 +2,6 @@
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,9 +20,9 @@ from advlab.defenses.lipschitz import (
 from advlab.evaluation.lipschitz import layer_spectral_norm, lipschitz_estimate
 from advlab.models.lipschitz import AOLConv2d, AOLLinear, LipschitzCNN, MaxMin
 from advlab.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from helpers import REPO
 
 EPS = 36 / 255  # the usual L2 radius for certified CIFAR-10 results
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _train_lipschitz(cifar_root, steps: int = 120) -> LipschitzCNN:

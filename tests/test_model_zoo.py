@@ -1,7 +1,5 @@
 """PreActResNet-18 and WideResNet: the published architectures, the registry, the yaml files, checkpoints."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -9,8 +7,9 @@ from omegaconf import OmegaConf
 import advlab
 from advlab.checkpoint import save_checkpoint
 from advlab.models import MODELS, PreActResNet18, WideResNet, build_model
+from helpers import REPO
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = REPO / "conf" / "model"
 
 
 def n_params(model: torch.nn.Module) -> int:

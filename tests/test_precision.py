@@ -22,8 +22,7 @@ def test_bf16_attacks_stay_in_the_ball_and_agree_with_float32(trained_model, tes
     full = evaluate_robustness(trained_model, loader, [0, EPS], attacks, progress=False)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         half = evaluate_robustness(trained_model, loader, [0, EPS], attacks, progress=False)
-    for key in ("clean",):
-        assert abs(full[key]["value"] - half[key]["value"]) <= 0.02
-    robust = [r["robustness"]["accuracy"]["worst_case"][1]["value"] for r in (full, half)]
+    assert abs(full.clean.value - half.clean.value) <= 0.02
+    robust = [r.worst_case(EPS).value for r in (full, half)]
     assert abs(robust[0] - robust[1]) <= 0.03, robust  # within the noise of 300 images (95% CI about +-5 points)
-    assert robust[1] < full["clean"]["value"] - 0.05, "the bf16 attack still works"
+    assert robust[1] < full.clean.value - 0.05, "the bf16 attack still works"

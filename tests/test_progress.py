@@ -35,8 +35,8 @@ def bars(monkeypatch):
 def test_the_bar_counts_every_attack_run_and_reaches_its_total(setup, bars, capsys, monkeypatch):
     monkeypatch.delenv("ADVLAB_QUIET", raising=False)
     model, loader = setup
-    evaluate_robustness(model, loader, [0.0, 0.01], build_attacks(["fgsm", "pgd", "apgd-dlr"], pgd_steps=2,
-                                                                  apgd_steps=2), target=3, progress=True)
+    attacks = build_attacks(["fgsm", {"name": "pgd", "steps": 2}, {"name": "apgd-dlr", "steps": 2}])
+    evaluate_robustness(model, loader, [0.0, 0.01], attacks, target=3, progress=True)
     # 3 batches x 2 eps x (3 attacks + the 2 that take a target) = 30 units
     total, bar = bars[0]
     assert total == 30 and bar.n == 30
@@ -74,4 +74,4 @@ def test_a_loader_without_length_gets_a_bar_without_total(setup, bars, monkeypat
     generator = (batch for batch in loader)
     results = evaluate_robustness(model, generator, [0.0, 0.01], build_attacks(["fgsm"]), progress=True)
     total, bar = bars[0]
-    assert total is None and bar.n == 3 * 2 and results["n_images"] == 10
+    assert total is None and bar.n == 3 * 2 and results.n_images == 10

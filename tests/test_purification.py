@@ -5,13 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advlab.attacks.adaptive import BPDA, adaptive_pgd, bpda_enabled, naive
+from advlab.attacks.adaptive import BPDA, adaptive_pgd, bpda_enabled, naive_pgd
 from advlab.attacks.pgd import pgd
 from advlab.checkpoint import load, save_checkpoint
 from advlab.data import load_split, to_unit_float
-from advlab.defenses.purification import ConvVAE, Purified, build_purified, elbo_loss, quantize_8bit
+from advlab.defenses.purification import ConvVAE, Purified, elbo_loss, quantize_8bit
 from advlab.evaluation import predict
-from advlab.models import MODELS
+from advlab.models import MODELS, build_purified
 
 
 @pytest.fixture
@@ -62,9 +62,8 @@ def test_bad_arguments_get_clear_errors(call, match):
         call()
 
 
-def test_checkpoint_rebuilds_it_by_name(tmp_path, monkeypatch):
-    if "purified" not in MODELS:  # until advlab.models registers it
-        monkeypatch.setitem(MODELS, "purified", build_purified)
+def test_checkpoint_rebuilds_it_by_name(tmp_path):
+    assert MODELS["purified"] is build_purified
     args = {"name": "purified", "classifier": {"name": "seed_cnn"}, "latent_dim": 8, "width": 4, "sample": False}
     torch.manual_seed(0)
     model = build_purified(**{k: v for k, v in args.items() if k != "name"})
@@ -132,7 +131,7 @@ def test_quantisation_masks_the_gradient_until_bpda_is_on(purified, images):
 
 ATTACKS = {
     "adaptive_pgd": lambda m, x, y, e, norm: adaptive_pgd(m, x, y, e, steps=3, eot_samples=2, norm=norm),
-    "naive_pgd": lambda m, x, y, e, norm: naive(pgd)(m, x, y, e, steps=3, random_start=True, norm=norm),
+    "naive_pgd": lambda m, x, y, e, norm: naive_pgd(m, x, y, e, steps=3, random_start=True, norm=norm),
 }
 
 
@@ -157,8 +156,8 @@ def test_attack_invariants(name, norm, eps, train_mode, purified, images):
 def test_naive_attacks_the_classifier_alone(purified, tiny_model, images):
     x, y = images
     purified.eval()
-    assert torch.equal(naive(pgd)(purified, x, y, 0.03, steps=3), pgd(purified.classifier, x, y, 0.03, steps=3))
-    assert torch.equal(naive(pgd)(tiny_model, x, y, 0.03, steps=3), pgd(tiny_model, x, y, 0.03, steps=3))
+    assert torch.equal(naive_pgd(purified, x, y, 0.03, steps=3), pgd(purified.classifier, x, y, 0.03, steps=3))
+    assert torch.equal(naive_pgd(tiny_model, x, y, 0.03, steps=3), pgd(tiny_model, x, y, 0.03, steps=3))
 
 
 def test_adaptive_pgd_checks_eot_samples(purified, images):
@@ -218,6 +217,18 @@ def test_vae_learns_to_reconstruct(trained, held_out):
     assert mse < 0.75 * baseline, f"reconstruction MSE {mse:.4f} vs the best constant image {baseline:.4f}"
 
 
+def test_the_defended_model_clearly_beats_chance(trained, cifar_root):
+    """Clean accuracy of the whole defense (sampled code, quantised) on 1000 held-out images. Measured
+    0.232-0.259 (sampling seeds 0-4, fixture trained on 1 or 2 threads); chance is 0.10, whose standard
+    deviation on 1000 images is 0.0095: 0.18 is 8 standard deviations above chance and 5 points below
+    every measurement."""
+    model, _ = trained
+    x, y = load_split(cifar_root, "test")
+    torch.manual_seed(0)  # the purifier's sampling draws from the global stream
+    accuracy = (predict(model, to_unit_float(x[:1000])) == y[:1000]).float().mean().item()
+    assert accuracy >= 0.18, f"the defended model is near chance (0.1): clean accuracy {accuracy:.3f}"
+
+
 def test_adaptive_attack_beats_the_naive_one(trained, held_out):
     model, _ = trained
     x, y = held_out
@@ -227,12 +238,12 @@ def test_adaptive_attack_beats_the_naive_one(trained, held_out):
     correct = predict(model, x) == y
     # As the evaluation counts it: robust = correct on the clean image and on the attacked one.
     robust = {
-        "naive": correct & (predict(model, naive(pgd)(model, x, y, eps, steps=10)) == y),
+        "naive": correct & (predict(model, naive_pgd(model, x, y, eps, steps=10)) == y),
         "adaptive": correct & (predict(model, adaptive_pgd(model, x, y, eps, steps=10, eot_samples=4)) == y),
     }
     accuracy = {"clean": correct.float().mean().item(), **{k: v.float().mean().item() for k, v in robust.items()}}
     print(f"purified seed_cnn, n={len(y)}, eps=8/255: {accuracy} ({time.perf_counter() - start:.1f} s)")
-    assert accuracy["clean"] > 0.15, "the defended model should beat chance (0.1)"
+    assert accuracy["clean"] >= 0.17, "the defended model is far from its measured accuracy (see the test below)"
     assert accuracy["naive"] > 0.6 * accuracy["clean"], "the classifier's gradients should transfer poorly"
     assert accuracy["adaptive"] <= accuracy["naive"]
     assert accuracy["adaptive"] < 0.6 * accuracy["clean"], "the adaptive attack should break most of the defense"

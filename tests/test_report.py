@@ -1,7 +1,7 @@
 """The HTML reports: contents, self-containment, escaping, and rendering in headless Chromium.
 
-The run and sweep folders are written here from synthetic results (no training): a
-few small figures drawn once with advlab.plots, copied into every run folder.
+The run and sweep folders are written here from synthetic Results (no training), saved as
+results.json, with a few small figures drawn once with advlab.plots, copied into every run folder.
 """
 
 import contextlib
@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 
 import matplotlib.image
 import numpy as np
@@ -19,38 +20,39 @@ import torch
 
 from advlab import plots, report, sweep
 from advlab.data import CLASS_NAMES
-from advlab.evaluation.stats import Rate, format_rate
+from advlab.results import Check, Curves, Results, Targeted
+from advlab.stats import Rate
 
 EPS = [0.0, 0.01, 0.03]
 FIGURES = ["accuracy_vs_eps", "targeted_success_vs_eps", "examples_fgsm", "confusion_matrix", "test_images"]
 EVIL = "<script>alert('x')</script>"
 
 
-def rates(successes: list[int], n: int = 50) -> list[dict]:
-    return [Rate(k, n).to_dict() for k in successes]
+def rates(successes: list[int], n: int = 50) -> list[Rate]:
+    return [Rate(k, n) for k in successes]
 
 
-def results(name: str, train_eps: float, alpha: float, worst: list[int]) -> dict:
+def results(name: str, train_eps: float, alpha: float, worst: list[int]) -> Results:
     fgsm = [w + 3 for w in worst]
     fgsm[0] = worst[0]
-    return {
-        "name": name,
-        "seed": 0,
-        "provenance": {"checkpoint": "model.pt", "checkpoint_sha256": "ab" * 32,
-                       "versions": {"python": "3.11", "torch": "2"}, "commit": None},
-        "overrides": ["+experiment=fgsm_defense", f"eps={train_eps:g}", f"alpha={alpha:g}"],
-        "training": {"seconds": 1.5, "epochs": 1, "alpha": alpha, "eps": train_eps, "val": {"val/acc": 0.5}},
-        "n_images": 50,
-        "clean": Rate(worst[0], 50).to_dict(),
-        "confusion_matrix": {"counts": np.eye(10, dtype=int).tolist(), "row_percent": (100 * np.eye(10)).tolist()},
-        "robustness": {"eps": EPS, "accuracy": {"fgsm": rates(fgsm), "pgd": rates(worst), "worst_case": rates(worst)}},
-        "perturbed": {"attack": "fgsm", "eps": EPS, "accuracy": rates(fgsm)},
-        "targeted": {"target": 4, "target_name": "deer", "eps": EPS, "success": {"pgd": rates([0, 5, 20], 45)}},
-        "checks": [{"name": "monotone", "status": "PASS", "detail": "robust accuracy never rises", "numbers": {}},
-                   {"name": "iterative", "status": "WARN", "detail": "pgd > fgsm at eps=0.01", "numbers": {}}],
-        "figures": {k: f"{k}.png" for k in FIGURES},
-        "config": {"name": name, "eps": train_eps, "alpha": alpha, "evaluation": {"eps": EPS}},
-    }
+    return Results(
+        name=name,
+        seed=0,
+        provenance={"checkpoint": "model.pt", "checkpoint_sha256": "ab" * 32,
+                    "versions": {"python": "3.11", "torch": "2"}, "commit": None},
+        overrides=["+experiment=fgsm_defense", f"eps={train_eps:g}", f"alpha={alpha:g}"],
+        training={"seconds": 1.5, "epochs": 1, "alpha": alpha, "eps": train_eps, "val": {"val/acc": 0.5}},
+        n_images=50,
+        clean=Rate(worst[0], 50),
+        confusion=np.eye(10, dtype=int).tolist(),
+        robustness=Curves(EPS, {"fgsm": rates(fgsm), "pgd": rates(worst), "worst_case": rates(worst)}),
+        perturbed=Curves(EPS, {"fgsm": rates(fgsm)}),
+        targeted=Targeted(4, "deer", Curves(EPS, {"pgd": rates([0, 5, 20], 45)})),
+        checks=[Check("monotone", "PASS", "robust accuracy never rises"),
+                Check("iterative", "WARN", "pgd > fgsm at eps=0.01")],
+        figures={k: f"{k}.png" for k in FIGURES},
+        config={"name": name, "eps": train_eps, "alpha": alpha, "evaluation": {"eps": EPS}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +60,9 @@ def figures(tmp_path_factory):
     """One small PNG per figure kind, drawn with the functions the runs use."""
     out = tmp_path_factory.mktemp("figures")
     r = results("f", 0.01, 0.0, [40, 30, 10])
-    plots.rate_curves(EPS, r["robustness"]["accuracy"], out / "accuracy_vs_eps.png", "accuracy (%)", "test")
+    plots.rate_curves(EPS, r.robustness.rates, out / "accuracy_vs_eps.png", "accuracy (%)", "test")
     shutil.copy(out / "accuracy_vs_eps.png", out / "targeted_success_vs_eps.png")
-    plots.confusion_matrix(r["confusion_matrix"]["row_percent"], CLASS_NAMES, out / "confusion_matrix.png")
+    plots.confusion_matrix(r.row_percent(), CLASS_NAMES, out / "confusion_matrix.png")
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     y, conf = torch.tensor([1, 2]), torch.tensor([0.9, 0.6])
     rows = [(0.0, x, y, conf), (0.03, (x + 0.03).clamp(0, 1), torch.tensor([1, 3]), conf)]
@@ -73,9 +75,7 @@ def make_run(run_dir, figures, **kwargs):
     run_dir.mkdir(parents=True)
     for name in FIGURES:
         shutil.copy(figures / f"{name}.png", run_dir / f"{name}.png")
-    from advlab.io import write_json
-
-    write_json(run_dir / "results.json", results(**kwargs))
+    results(**kwargs).save(run_dir / "results.json")
     return run_dir
 
 
@@ -96,7 +96,7 @@ def sweep_dir(tmp_path_factory, figures):
                  worst=[45 - job, 30 - 2 * job, 10 + job])
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert sweep.write_sweep_files(root)
+        assert report.write_sweep_files(root)
     (root / "printed.txt").write_text(printed.getvalue())
     return root
 
@@ -115,7 +115,7 @@ def test_run_report_has_every_table_and_figure(run_report):
                     "Configuration", "Accuracy under attack vs eps", "Confusion matrix", "Adversarial examples, FGSM"):
         assert heading in text, heading
     r = results("x", 0.01, 0.0, [40, 30, 10])
-    assert format_rate(r["clean"]) in text  # the accuracy table carries the intervals
+    assert str(r.clean) in text  # the accuracy table carries the intervals
     assert "95% CI [" in text  # ...and so do the headline cards
     assert 'class="status WARN"' in text and 'class="status PASS"' in text
     assert "<details>" in text and "evaluation:\n  eps:\n  - 0.0" in text  # the config as YAML
@@ -131,6 +131,13 @@ def test_reports_are_self_contained(run_report, sweep_dir):
             assert not re.match(r"\s*(https?:|//|file:)", source, re.I), (path, source[:80])
         assert all(s.startswith("data:image/png;base64,") for s in re.findall(r'<img src="([^"]*)"', text))
         assert "<link" not in text and tags(text, "script") == 1  # only the report's own few lines
+
+
+def test_the_report_from_memory_is_the_report_from_results_json(tmp_path, figures):
+    run_dir = make_run(tmp_path / "run", figures, name="r", train_eps=0.01, alpha=0.0, worst=[40, 30, 10])
+    from_disk = report.write_report(run_dir).read_text(encoding="utf-8")
+    path = report.write_run_report(run_dir, results(name="r", train_eps=0.01, alpha=0.0, worst=[40, 30, 10]))
+    assert path == run_dir / "report.html" and path.read_text(encoding="utf-8") == from_disk
 
 
 def test_text_is_escaped(tmp_path, figures):
@@ -161,11 +168,12 @@ def test_sweep_report_links_runs_and_shows_the_grids(sweep_dir):
     for png in ("sweep_heatmap.png", "sweep_heatmap_matched.png", "sweep_accuracy_vs_eps.png"):
         assert (sweep_dir / png).stat().st_size > 1000
     assert "swept: <code>eps alpha</code>" in text
-    assert format_rate(Rate(30 - 2 * 3, 50).to_dict()) in text  # job 3's worst case at eps=0.01
+    assert str(Rate(30 - 2 * 3, 50)) in text  # job 3's worst case at eps=0.01
 
 
 def test_runs_are_labelled_by_what_the_sweep_varied():
-    jobs = [{"job": str(i), "overrides": ["+experiment=x", "logger=none", f"eps={e}", f"alpha={a}"]}
+    run = results("r", 0.01, 0.0, [40, 30, 10])
+    jobs = [sweep.Job(str(i), replace(run, overrides=["+experiment=x", "logger=none", f"eps={e}", f"alpha={a}"]))
             for i, (e, a) in enumerate([(0.01, 0), (0.01, 0.5), (0.03, 0)])]
     keys = sweep.swept_keys(jobs)
     assert keys == ["eps", "alpha"]

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advlab.attacks import FGSMPerturbation, NoPerturbation, fgsm
+from advlab.attacks import NoPerturbation, Perturbation, fgsm
 from advlab.classifier import AdversarialClassifier
 from advlab.defenses import MixedLoss
 
@@ -12,7 +12,7 @@ def test_mixed_loss_is_the_alpha_weighted_sum(alpha, tiny_model, synthetic_batch
     x, y = synthetic_batch
     tiny_model.eval()
     x_adv = fgsm(tiny_model, x, y, 0.05)
-    loss, outputs = MixedLoss(alpha, [FGSMPerturbation(0.05)])(tiny_model, x, y)
+    loss, outputs = MixedLoss(alpha, [Perturbation("fgsm", eps=0.05)])(tiny_model, x, y)
     expected = alpha * F.cross_entropy(tiny_model(x), y) + (1 - alpha) * F.cross_entropy(tiny_model(x_adv), y)
     assert torch.allclose(loss, expected, atol=1e-6)
     # only the terms with weight are computed
@@ -27,23 +27,27 @@ def test_mixed_loss_without_perturbation_is_clean_loss(tiny_model, synthetic_bat
         assert torch.allclose(loss, F.cross_entropy(tiny_model(x), y))
 
 
-class SpyPerturbation(FGSMPerturbation):
-    calls: list
+class SpyPerturbation(Perturbation):
+    """FGSM at eps, recording what each call receives."""
 
-    def __call__(self, model, x, y):
-        self.calls.append((x.device, x.shape, model.training))
-        return super().__call__(model, x, y)
+    def __init__(self, eps):
+        super().__init__("fgsm", eps=eps)
+        self.calls = []
+
+    def __call__(self, model, x, y, generator=None):
+        self.calls.append((x.device, x.shape, model.training, generator))
+        return super().__call__(model, x, y, generator=generator)
 
 
 def test_training_step_perturbs_the_batch_and_mixes_the_loss(tiny_model, synthetic_batch):
     x, y = synthetic_batch
     spy = SpyPerturbation(0.05)
-    spy.calls = []
-    module = AdversarialClassifier(tiny_model, spy, alpha=0.0)
+    module = AdversarialClassifier(tiny_model, spy, alpha=0.0, seed=4)
     module.log = lambda *a, **k: None  # outside a Trainer
     tiny_model.train()
     loss = module.training_step((x, y), 0)
-    assert spy.calls == [(x.device, x.shape, True)]
+    assert spy.calls == [(x.device, x.shape, True, module.generator(x.device))]
+    assert module.generator(x.device).initial_seed() == 4, "the perturbations' stream: the module's, from its seed"
     tiny_model.eval()  # compare in eval mode: BN in train mode depends on the batch
     module.model.eval()
     expected = F.cross_entropy(tiny_model(fgsm(tiny_model, x, y, 0.05)), y)
@@ -52,10 +56,28 @@ def test_training_step_perturbs_the_batch_and_mixes_the_loss(tiny_model, synthet
     assert all(p.grad is not None for p in tiny_model.parameters()), "the training loss reaches every weight"
 
 
+def test_random_perturbations_draw_from_the_modules_stream_which_checkpoints_carry(tiny_model, synthetic_batch):
+    x, y = synthetic_batch
+    module = AdversarialClassifier(tiny_model, Perturbation("fgsm-rs", eps=0.05), alpha=0.0, seed=4)
+    module.log = lambda *a, **k: None
+    fresh = torch.Generator().manual_seed(4).get_state()
+    before = torch.get_rng_state()
+    module.training_step((x, y), 0)
+    assert torch.equal(torch.get_rng_state(), before), "the perturbation drew from the global stream"
+    after_one = module.generator(x.device).get_state()
+    assert not torch.equal(after_one, fresh), "the perturbation did not draw from the module's stream"
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    module.training_step((x, y), 1)
+    assert not torch.equal(module.generator(x.device).get_state(), after_one), "each step draws anew"
+    resumed = AdversarialClassifier(tiny_model, Perturbation("fgsm-rs", eps=0.05), alpha=0.0, seed=4)
+    resumed.on_load_checkpoint(checkpoint)
+    assert torch.equal(resumed.generator(x.device).get_state(), after_one), "a resumed run continues the stream"
+
+
 def test_clean_training_never_calls_the_perturbation(tiny_model, synthetic_batch):
     x, y = synthetic_batch
     spy = SpyPerturbation(0.05)
-    spy.calls = []
     module = AdversarialClassifier(tiny_model, spy, alpha=1.0)
     module.log = lambda *a, **k: None
     module.training_step((x, y), 0)
