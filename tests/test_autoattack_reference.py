@@ -155,7 +155,6 @@ def _original(model, x, y, eps, norm):
     return x_adv, after
 
 
-@pytest.mark.slow
 # Each model once and each norm at least twice: one standard AutoAttack costs 1-2 CPU-minutes per
 # implementation here (FAB-T and Square on the robust images), so the full 3 x 2 grid (about 19 minutes,
 # all 6 agreeing at 200 images) is run by hand with AGREEMENT_GRID below, not in CI.
@@ -163,6 +162,7 @@ CASES = [("undefended", "linf"), ("adv_trained", "l2"), ("quantised", "linf")]
 AGREEMENT_GRID = [(m, n) for m in MODEL_FIXTURES for n in ("linf", "l2")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name, norm", AGREEMENT_GRID if os.environ.get("ADVLAB_FULL_AGREEMENT") else CASES)
 def test_robust_accuracy_agrees_with_original_autoattack(model_name, norm, request, test_images):
     model = request.getfixturevalue(MODEL_FIXTURES[model_name])
