@@ -110,7 +110,8 @@ def test_honest_model_escalates_only_near_misses(pixel_model, batch):
 def test_bad_settings_name_themselves(pixel_model, batch):
     y = predict(pixel_model, batch)
     for bad, name in (({"boundary": 1.5}, "boundary"), ({"masking_share": -0.1}, "masking_share"),
-                      ({"masked_escalation": "pgd"}, "masked_escalation"), ({"n_target_classes": 10}, "n_target_classes"),
+                      ({"masked_escalation": "pgd"}, "masked_escalation"),
+                      ({"n_target_classes": 10}, "n_target_classes"),
                       ({"queries": 0}, "queries"), ({"seed": -1}, "seed")):
         with pytest.raises(ValueError, match=name):
             fast_autoattack(pixel_model, batch, y, 0.03, **bad)

@@ -156,6 +156,10 @@ class FastModel:
     def __init__(self, model, channels_last: bool = False, bf16: bool = False):
         self.model, self.channels_last, self.bf16 = model, channels_last, bf16
 
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """x in the memory format the model is fed (the same values)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

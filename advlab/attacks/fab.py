@@ -215,7 +215,7 @@ def _difference_gradients(model, x: torch.Tensor, classes):
             grads.append(g)
     out = out.detach()
     diffs = out.gather(1, plus) - out.gather(1, minus[:, None])
-    return out, diffs, torch.stack(grads, 1)
+    return out, diffs, grads[0].unsqueeze(1) if rows == 1 else torch.stack(grads, 1)
 
 
 def _other_classes(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -249,11 +249,14 @@ def _linearised_boundary(model, xc, y, target, num_classes, norm):
         return target[:, None], out.scatter(1, target[:, None], float("-inf")).argmax(1)
 
     _, diffs, grads = _difference_gradients(model, xc, classes)
-    nearest = (diffs.abs() / (_dual_norm(grads, norm) + 1e-12)).argmin(1)
-    idx = torch.arange(n, device=xc.device)
-    w = grads[idx, nearest].flatten(1)
+    if grads.shape[1] == 1:  # targeted: a single boundary
+        w, diff = grads[:, 0].flatten(1), diffs[:, 0]
+    else:
+        nearest = (diffs.abs() / (_dual_norm(grads, norm) + 1e-12)).argmin(1)
+        idx = torch.arange(n, device=xc.device)
+        w, diff = grads[idx, nearest].flatten(1), diffs[idx, nearest]
     # linearisation at xc: f(z) ~ f(xc) + w.(z - xc) = w.z + b
-    b = diffs[idx, nearest] - (w * xc.flatten(1)).sum(1)
+    b = diff - (w * xc.flatten(1)).sum(1)
     return w, b
 
 

@@ -137,8 +137,13 @@ def _search(model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
     loss = margin(out, y, target)
     fooled = _fooled(out, y, target)
 
+    # L-inf: the working copies in the model's memory format, so that proposals need no conversion
+    # (elementwise arithmetic, the same values in any format)
+    layout = getattr(model, "layout", None) if norm == "linf" else None
     active = (~fooled).nonzero().squeeze(1)
     xa, best, ya, la = x[active], x_best[active], y[active], loss[active]
+    if layout is not None:
+        xa, best = layout(xa), layout(best)
     ta = target[active] if target is not None else None
     bounds = _linf_bounds(xa, eps) if norm == "linf" else None
     for it in range(1, queries):
