@@ -10,6 +10,7 @@ import os
 import torch
 from torch import nn
 
+from advlab.errors import UserError, UserFileError
 from advlab.io import atomic_path
 from advlab.models import build_model
 
@@ -31,13 +32,13 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, model_args: dict,
 
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint: no file at {path}")
+        raise UserFileError(f"checkpoint: no file at {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling refusal or corruption
-        raise ValueError(f"checkpoint: {path} is not a readable advlab checkpoint ({err})") from err
+        raise UserError(f"checkpoint: {path} is not a readable advlab checkpoint ({err})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"checkpoint: {path} is not an advlab checkpoint (expected format {FORMAT!r})")
+        raise UserError(f"checkpoint: {path} is not an advlab checkpoint (expected format {FORMAT!r})")
     return payload
 
 

@@ -26,13 +26,14 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from advlab.augment import random_crop_flip
+from advlab.errors import UserFileError
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NUM_CLASSES = len(CLASS_NAMES)
 SOURCES = ("auto", "npz", "torchvision")
 
 
-class DataError(FileNotFoundError):
+class DataError(UserFileError):
     """The data root holds nothing usable, or a file in it is not what it should be."""
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from advlab.build import build_classifier, plain, training_callbacks
 from advlab.checkpoint import save_checkpoint
+from advlab.errors import UserFileError
 from advlab.evaluation.distributed import rank_and_world_size
 
 
@@ -20,8 +21,8 @@ def resume_path(resume) -> Path | None:
     path = Path(resume)
     path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"resume: no checkpoint at {path} (give a run folder with checkpoints/last.ckpt, "
-                                "or the .ckpt file)")
+        raise UserFileError(f"resume: no checkpoint at {path} (give a run folder with checkpoints/last.ckpt, "
+                            "or the .ckpt file)")
     return path
 
 
