@@ -239,6 +239,8 @@ def run_report(run_dir: str | Path, results: Results) -> str:
     if results.checks:
         body += ["<h2>Checks</h2>", "<p>A WARN says a number may be an artefact of the attack "
                  "(weak or masked gradients), not robustness.</p>", _checks_table(results.checks)]
+    if results.notes:
+        body += ["<h2>Notes</h2>", "<ul>", *(f"<li>{_e(note)}</li>" for note in results.notes), "</ul>"]
     body += ["<h2>Figures</h2>", *_run_figures(run_dir, results.figures), *_run_details(results)]
     return _page(f"advlab report: {name}", body)
 

@@ -126,6 +126,7 @@ class Results:
     certified: Certified | None = None
     checks: list[Check] = field(default_factory=list)
     convergence: dict | None = None  # PGD and APGD loss and margin per iteration (advlab.evaluation.convergence)
+    notes: list[str] = field(default_factory=list)  # what the evaluation decided on its own (a fallback, ...)
 
     name: str = ""
     seed: int | None = None
@@ -188,6 +189,8 @@ class Results:
         if self.certified is not None:
             d["certified"] = self.certified.to_dict()
         d["checks"] = [c.to_dict() for c in self.checks]
+        if self.notes:
+            d["notes"] = self.notes
         if self.convergence is not None:
             d["convergence"] = self.convergence
         d["evaluation_seconds"] = self.evaluation_seconds
@@ -210,7 +213,8 @@ class Results:
             perturbed=Curves(list(perturbed["eps"]), {"fgsm": _rates(perturbed["accuracy"])}) if perturbed else None,
             targeted=Targeted.from_dict(d["targeted"]) if d.get("targeted") else None,
             certified=Certified.from_dict(d["certified"]) if d.get("certified") else None,
-            checks=[Check(**c) for c in d.get("checks", [])], convergence=d.get("convergence"), **meta)
+            checks=[Check(**c) for c in d.get("checks", [])], convergence=d.get("convergence"),
+            notes=list(d.get("notes", [])), **meta)
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, self.to_dict())
@@ -239,4 +243,5 @@ class Results:
             lines.append("  certified: " + "  ".join(f"eps={e:g} {r}"
                                                      for e, r in zip(self.certified.eps, self.certified.accuracy)))
         lines += [f"  [{c.status}] {c.name}: {c.detail}" for c in self.checks]
+        lines += [f"  note: {note}" for note in self.notes]
         return lines

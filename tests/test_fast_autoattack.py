@@ -129,3 +129,27 @@ def test_as_strong_as_autoattack_on_a_trained_model(trained_model, test_images):
     assert robust_fast <= robust_standard + 1, (robust_fast, robust_standard)
     assert 0 < robust_standard < int((predict(trained_model, x) == y).sum())  # the comparison means something
     assert not stages.masked
+
+
+def test_evaluation_falls_back_to_full_autoattack_when_the_checks_warn(pixel_model, batch):
+    """On the rounded (masked) model the large-eps check warns: fast mode must not judge it; the full
+    AutoAttack does, its curve is named so, and the results say why. On the honest model nothing changes."""
+    import advlab
+    from advlab.evaluation.pipeline import MASKING_CHECKS
+
+    fast = {"name": "autoattack-fast", **{k: v for k, v in SMALL.items() if k != "queries"}, "queries": 50}
+    cheap = dict(checks_n_images=32, checks_square_queries=50, convergence=False, perturbed=False, seed=0)
+    masked = Rounded(pixel_model).eval()
+    y = predict(masked, batch)
+    results = advlab.evaluate(masked, batch, y, eps=[0.03], attacks=["fgsm", fast], **cheap)
+    assert any(c.status == "WARN" and c.name in MASKING_CHECKS for c in results.checks)
+    assert "autoattack" in results.attacks and "autoattack-fast" not in results.attacks
+    assert any("full AutoAttack" in note for note in results.notes)
+    # the full ensemble's Square runs at full_queries: at least as strong as fast mode on this model
+    alone = advlab.evaluate(masked, batch, y, eps=[0.03], attacks=["fgsm", fast], checks=False, perturbed=False)
+    assert results.worst_case(0.03).successes <= alone.worst_case(0.03).successes
+
+    y = predict(pixel_model, batch)
+    honest = advlab.evaluate(pixel_model, batch, y, eps=[0.03], attacks=["fgsm", fast], **cheap)
+    assert not any(c.status == "WARN" and c.name in MASKING_CHECKS for c in honest.checks)
+    assert "autoattack-fast" in honest.attacks and not honest.notes

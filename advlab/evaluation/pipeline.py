@@ -8,8 +8,8 @@ No step reads or reseeds the global random state: random attacks draw from gener
 with `settings.seed`.
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -76,7 +76,38 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, setti
             certified_accuracy(model, x, y, e, batch_size=settings.batch_size) for e in eps])
     if settings.checks and attacks:
         _checks(model, images, labels, results, attacks, settings, num_classes)
+        warned = [c.name for c in results.checks if c.status == "WARN" and c.name in MASKING_CHECKS]
+        fallback = _without_fast_mode(settings.attacks)
+        if warned and fallback != list(settings.attacks):
+            results = evaluate(model, images, labels, replace(settings, attacks=fallback), num_classes)
+            results.notes.append(f"{FAST}: the gradient-masking checks warned ({', '.join(warned)}), so the full "
+                                 "AutoAttack judged this model instead of fast mode")
     return results
+
+
+FAST = "autoattack-fast"
+# Fast mode trusts the gradients it is given more than AutoAttack does (fewer targets, a short Square):
+# when one of these checks says the gradients mislead, the full ensemble judges the model instead.
+# (convergence is about the evaluation's PGD budget, label_leaking about FGSM training; fast mode's
+# step-size-adaptive APGD and its Square stage do not depend on either.)
+MASKING_CHECKS = ("monotone", "large_eps", "iterative", "black_box")
+
+
+def _without_fast_mode(entries: Sequence) -> list:
+    """The attack entries with fast mode replaced by the standard AutoAttack (its steps kept)."""
+    out = []
+    for entry in entries:
+        name = entry if isinstance(entry, str) else entry.get("name") if isinstance(entry, Mapping) else None
+        if name != FAST:
+            out.append(entry)
+            continue
+        full = {"name": "autoattack"}
+        if isinstance(entry, Mapping):
+            full.update({k: entry[k] for k in ("steps", "label") if k in entry})
+            if "full_queries" in entry:
+                full["queries"] = entry["full_queries"]
+        out.append(full)
+    return out
 
 
 def _checks(model, images, labels, results: Results, attacks: dict, settings: EvaluationSettings,
