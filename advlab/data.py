@@ -44,6 +44,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from advlab.augment import random_crop_flip
+from advlab.errors import UserFileError
 
 SOURCES = ("auto", "npz", "torchvision")
 
@@ -107,7 +108,7 @@ CLASS_NAMES = DATASETS["cifar10"].class_names
 NUM_CLASSES = DATASETS["cifar10"].num_classes
 
 
-class DataError(FileNotFoundError):
+class DataError(UserFileError):
     """The data root holds nothing usable, or a file in it is not what it should be."""
 
 
