@@ -20,7 +20,7 @@ from advlab.defenses.lipschitz import (
 from advlab.evaluation.lipschitz import layer_spectral_norm, lipschitz_estimate
 from advlab.models.lipschitz import AOLConv2d, AOLLinear, LipschitzCNN, MaxMin
 from advlab.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
-from helpers import REPO
+from helpers import REPO, config
 
 EPS = 36 / 255  # the usual L2 radius for certified CIFAR-10 results
 
@@ -125,7 +125,7 @@ def test_model_shape_and_declared_constant():
 
 
 def test_config_builds_the_model():
-    cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "lipschitz_cnn.yaml"))
+    cfg = OmegaConf.to_container(config("model=lipschitz_cnn").model, resolve=True)
     assert cfg.pop("name") == "lipschitz_cnn"
     assert LipschitzCNN(**cfg)(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 import advlab
 from advlab.checkpoint import save_checkpoint
 from advlab.models import MODELS, PreActResNet18, WideResNet, build_model
-from helpers import REPO
+from helpers import REPO, config
 
 CONF = REPO / "conf" / "model"
 
@@ -19,7 +19,8 @@ def n_params(model: torch.nn.Module) -> int:
 # The counts the literature reports: WRN-34-10 46.16M (TRADES, RobustBench), PreActResNet-18 11.17M.
 @pytest.mark.parametrize("yaml_name, expected", [("preact_resnet18", 11_172_170), ("wide_resnet", 46_160_474)])
 def test_the_yaml_files_build_the_standard_models(yaml_name, expected):
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF / f"{yaml_name}.yaml"))
+    # composed: the model config reads num_classes and mean/std from the data config (CIFAR-10 by default)
+    cfg = OmegaConf.to_container(config(f"model={yaml_name}").model, resolve=True)
     assert cfg["name"] == yaml_name and yaml_name in MODELS
     model = build_model(**cfg)
     assert n_params(model) == expected

@@ -25,7 +25,7 @@ from torch import nn
 from advlab.attacks._core import check_int
 from advlab.attacks.adaptive import BPDA
 
-IMAGE_SHAPE = (3, 32, 32)
+IMAGE_SHAPE = (3, 32, 32)  # the default: CIFAR-10's images
 
 
 def _check_beta(beta: float) -> float:
@@ -36,27 +36,32 @@ def _check_beta(beta: float) -> float:
 
 
 class ConvVAE(nn.Module):
-    """A convolutional VAE on 3x32x32 images in [0, 1].
+    """A convolutional VAE on 3 x H x W images in [0, 1] (32x32 by default; `image_size`:
+    any multiples of 8).
 
-    Encoder: three stride-2 convolutions (32 -> 16 -> 8 -> 4) of width, 2 width and
-    4 width channels, then a linear layer to the Gaussian posterior's mean and log
+    Encoder: three stride-2 convolutions (32 -> 16 -> 8 -> 4 on 32x32 images) of width, 2 width
+    and 4 width channels, then a linear layer to the Gaussian posterior's mean and log
     variance. Decoder: the mirror image with transposed convolutions, ending in a
     sigmoid. No batch-norm, so the purifier computes the same function in train and
     eval mode and an attack sees exactly the deployed function.
     """
 
-    def __init__(self, latent_dim: int = 128, width: int = 32):
+    def __init__(self, latent_dim: int = 128, width: int = 32, image_size=IMAGE_SHAPE[1:]):
         super().__init__()
+        from advlab.models.normalize import image_size as check_image_size  # models imports this module
+
         self.latent_dim = check_int(latent_dim, "latent_dim", 1)
         w = check_int(width, "width", 1)
+        h8, w8 = (s // 8 for s in check_image_size(image_size, multiple=8))
+        self.image_shape = (3, 8 * h8, 8 * w8)
         self.encoder = nn.Sequential(
             nn.Conv2d(3, w, 4, 2, 1), nn.ReLU(),
             nn.Conv2d(w, 2 * w, 4, 2, 1), nn.ReLU(),
             nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(4 * w * 4 * 4, 2 * self.latent_dim),
+            nn.Flatten(), nn.Linear(4 * w * h8 * w8, 2 * self.latent_dim),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(self.latent_dim, 4 * w * 4 * 4), nn.ReLU(), nn.Unflatten(1, (4 * w, 4, 4)),
+            nn.Linear(self.latent_dim, 4 * w * h8 * w8), nn.ReLU(), nn.Unflatten(1, (4 * w, h8, w8)),
             nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(w, 3, 4, 2, 1),
@@ -64,8 +69,9 @@ class ConvVAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log variance of q(z|x), each (N, latent_dim)."""
-        if x.shape[1:] != IMAGE_SHAPE:
-            raise ValueError(f"x must be images of shape (N, {', '.join(map(str, IMAGE_SHAPE))}), got {tuple(x.shape)}")
+        if tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"x must be images of shape (N, {', '.join(map(str, self.image_shape))}), "
+                             f"got {tuple(x.shape)}")
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar
 

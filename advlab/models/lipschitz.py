@@ -6,8 +6,8 @@ the network is rescaled this way in each forward pass, so the bound holds whatev
 weights are, during and after training. The rest of the network only uses maps that
 are 1-Lipschitz themselves:
 
-- subtracting the CIFAR-10 mean (a shift; dividing by the std would multiply the
-  constant by 1/min(std), about 4, so it is not done);
+- subtracting the training set's mean (CIFAR-10's unless `mean` is given; a shift;
+  dividing by the std would multiply the constant by 1/min(std), about 4, so it is not done);
 - pixel-unshuffle for downsampling (a permutation of the coordinates: an isometry);
 - MaxMin activations (sorting each pair of channels: 1-Lipschitz, and gradient-norm
   preserving, which ReLU is not);
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.models.normalize import CIFAR10_MEAN
+from advlab.models.normalize import image_size as check_image_size
 
 
 def aol_rescale_linear(weight: torch.Tensor) -> torch.Tensor:
@@ -117,12 +118,13 @@ class LipschitzCNN(nn.Module):
     Three stages at 16x16, 8x8 and 4x4 (width, 2·width, 4·width channels), each entered by
     pixel-unshuffle and a 1x1 AOL conv and followed by `depth` 3x3 AOL convs, all with
     MaxMin; then AOL dense layers on the flattened 4x4 map (one hidden layer of `hidden`
-    units with MaxMin when hidden > 0). Downsampling is pixel-unshuffle (a permutation),
+    units with MaxMin when hidden > 0). Those sizes are for 32x32 images; `image_size`
+    H x W (multiples of 8) gives stages at H/2, H/4, H/8 and an H/8 x W/8 map. Downsampling is pixel-unshuffle (a permutation),
     never a strided conv, so every conv is the stride-1 case that AOL bounds.
     """
 
     def __init__(self, num_classes: int = 10, width: int = 16, depth: int = 1, kernel_size: int = 3,
-                 hidden: int = 0, center: bool = True):
+                 hidden: int = 0, center: bool = True, mean=None, image_size=(32, 32)):
         super().__init__()
         for name, value, low in (("num_classes", num_classes, 2), ("width", width, 2), ("depth", depth, 0),
                                  ("kernel_size", kernel_size, 1), ("hidden", hidden, 0)):
@@ -134,7 +136,11 @@ class LipschitzCNN(nn.Module):
             raise ValueError(f"width must be even (MaxMin pairs up channels), got {width}")
         if hidden % 2:
             raise ValueError(f"hidden must be even (MaxMin pairs up channels), or 0 for no hidden layer, got {hidden}")
-        self.register_buffer("mean", torch.tensor(CIFAR10_MEAN if center else (0.0, 0.0, 0.0)).view(1, 3, 1, 1))
+        self.image_size = check_image_size(image_size, multiple=8)  # three pixel-unshuffles by 2
+        mean = (CIFAR10_MEAN if mean is None else tuple(mean)) if center else (0.0, 0.0, 0.0)
+        if len(mean) != 3:
+            raise ValueError(f"mean must have 3 values (RGB), got {list(mean)}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
 
         layers, channels = [], 3
         for stage in range(3):
@@ -144,7 +150,7 @@ class LipschitzCNN(nn.Module):
                 layers += [AOLConv2d(out, out, kernel_size), MaxMin()]
             channels = out
         self.features = nn.Sequential(*layers)
-        flat = channels * 4 * 4
+        flat = channels * (self.image_size[0] // 8) * (self.image_size[1] // 8)
         head = [AOLLinear(flat, hidden), MaxMin(), AOLLinear(hidden, num_classes)] if hidden else \
             [AOLLinear(flat, num_classes)]
         self.head = nn.Sequential(nn.Flatten(), *head)
@@ -155,7 +161,8 @@ class LipschitzCNN(nn.Module):
         return 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (32, 32):
-            raise ValueError(f"x must be 32x32 images (N, 3, 32, 32), got shape {tuple(x.shape)}")
+        if tuple(x.shape[-2:]) != self.image_size:
+            h, w = self.image_size
+            raise ValueError(f"x must be {h}x{w} images (N, 3, {h}, {w}), got shape {tuple(x.shape)}")
         return self.head(self.features(x - self.mean))
 

@@ -9,22 +9,38 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-# Per-channel statistics of the CIFAR-10 training set on the [0, 1] scale.
+# Per-channel statistics of the CIFAR-10 training set on the [0, 1] scale: the models' defaults.
+# Other datasets' are in advlab.data.DATASETS; configs pass them as model.mean / model.std (${data.mean}).
 CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
 CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
+
+
+def normalization(mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> "Normalize":
+    """Normalize(mean, std), CIFAR-10's statistics where one is None."""
+    return Normalize(CIFAR10_MEAN if mean is None else mean, CIFAR10_STD if std is None else std)
+
+
+def image_size(value, multiple: int = 1) -> tuple[int, int]:
+    """(height, width) of `value` (an int for square images, or two ints), each a multiple of `multiple`."""
+    size = (value, value) if isinstance(value, int) else tuple(value)
+    if len(size) != 2 or any(isinstance(s, bool) or int(s) != s or s < multiple or s % multiple for s in size):
+        rule = f" multiples of {multiple}" if multiple > 1 else ""
+        raise ValueError(f"image_size must be [height, width] (positive integers{rule}), got {value!r}")
+    return int(size[0]), int(size[1])
 
 
 class Normalize(nn.Module):
     """(x - mean) / std per channel; mean and std are buffers, so they follow .to(device)."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, mean: Sequence[float], std: Sequence[float], persistent: bool = True):
+        """persistent=False: mean and std are not in the state_dict (they come from a config)."""
         super().__init__()
         if len(mean) != len(std):
             raise ValueError(f"mean and std must have the same length, got {len(mean)} and {len(std)}")
         if any(s <= 0 for s in std):
             raise ValueError(f"std must be positive in every channel, got {tuple(std)}")
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

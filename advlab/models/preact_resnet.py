@@ -4,14 +4,15 @@ The layout Wong et al. (2020, "Fast is better than free") train adversarially on
 a 3x3 stem, four stages of two pre-activation blocks (width, 2, 4, 8 x width channels;
 64-128-256-512 by default, about 11.17M parameters), a final batch-norm + ReLU, global
 average pooling and a linear layer. It returns logits. `width` shrinks every stage at
-once, so tests and CPU runs can use a slim copy of the same architecture.
+once, so tests and CPU runs can use a slim copy of the same architecture. The normalisation
+layer uses CIFAR-10's statistics unless `mean`, `std` are given; global pooling takes any image size.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from advlab.models.normalize import normalization
 
 
 class PreActBlock(nn.Module):
@@ -41,14 +42,14 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet18(nn.Module):
-    def __init__(self, num_classes: int = 10, normalize: bool = True, width: int = 64):
+    def __init__(self, num_classes: int = 10, normalize: bool = True, width: int = 64, mean=None, std=None):
         super().__init__()
         if int(width) < 1:
             raise ValueError(f"width must be >= 1, got {width}")
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         width = int(width)
-        self.normalize = Normalize(CIFAR10_MEAN, CIFAR10_STD) if normalize else nn.Identity()
+        self.normalize = normalization(mean, std) if normalize else nn.Identity()
         self.conv1 = nn.Conv2d(3, width, 3, 1, padding=1, bias=False)
         stages, in_channels = [], width
         for multiple, stride in ((1, 1), (2, 2), (4, 2), (8, 2)):

@@ -5,19 +5,21 @@ what Madry et al. and TRADES train and RobustBench ranks. A 3x3 stem with 16 cha
 three groups of (depth - 4) / 6 pre-activation blocks with 16k, 32k and 64k channels
 (k = widen_factor; strides 1, 2, 2), a final BN-ReLU, global average pooling and a linear
 layer. It returns logits. WideResNet(depth=10, widen_factor=1) is a slim copy for tests.
+The normalisation layer uses CIFAR-10's statistics unless `mean`, `std` are given; global
+pooling takes any image size.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from advlab.models.normalize import normalization
 from advlab.models.preact_resnet import PreActBlock
 
 
 class WideResNet(nn.Module):
     def __init__(self, depth: int = 34, widen_factor: int = 10, num_classes: int = 10, normalize: bool = True,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, mean=None, std=None):
         super().__init__()
         # The paper's convention: n blocks of 2 convs in each of 3 groups, plus 4 layers, so depth = 6n + 4.
         if int(depth) != depth or depth < 10 or (depth - 4) % 6 != 0:
@@ -29,7 +31,7 @@ class WideResNet(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         blocks_per_group = (int(depth) - 4) // 6
-        self.normalize = Normalize(CIFAR10_MEAN, CIFAR10_STD) if normalize else nn.Identity()
+        self.normalize = normalization(mean, std) if normalize else nn.Identity()
         self.conv1 = nn.Conv2d(3, 16, 3, 1, padding=1, bias=False)
         blocks, in_channels = [], 16
         for multiple, stride in ((16, 1), (32, 2), (64, 2)):
