@@ -3,18 +3,32 @@
 A task is a function (cfg, datamodule, run_dir) -> results: `experiment` (one model: train or
 load, evaluate, write) and `seed_study` (the study's models, one report) sit on top of the same
 run body (advlab.experiment.train_and_evaluate).
+
+Before any work, `prepare` checks what the user gave: the config's values, the data and the
+files the config names. A mistake there (or a missing or corrupt file found later: a
+UserError) is printed as one line, `advlab: error: <message>`, with exit status 2 and no
+traceback; ADVLAB_DEBUG=1 prints the traceback too. Any other exception is a bug and keeps
+its traceback.
 """
 
+import os
+import sys
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from advlab.build import check_config
+from advlab.errors import UserError
 from advlab.experiment import is_rank_zero, train_and_evaluate
 from advlab.seed_study import run_seed_study
+from advlab.training import resume_path
 
 
 def _multirun() -> bool:
@@ -57,9 +71,62 @@ def run_experiment(cfg: DictConfig, datamodule, run_dir: Path):
 TASKS = {"experiment": run_experiment, "seed_study": run_seed_study}
 
 
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+@contextmanager
+def as_user_errors():
+    """Errors raised while the config is checked and the data read are the user's: re-raised as UserError.
+
+    ValueError (the checks name the key and what is allowed), Hydra's wrapper around a config
+    object's constructor (its cause is the message) and OmegaConf's own (a missing mandatory
+    value, a broken interpolation: their first line)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except InstantiationException as error:
+        raise UserError(_first_line(error.__cause__ or error)) from error
+    except OmegaConfBaseException as error:
+        raise UserError(_first_line(error)) from error
+    except ValueError as error:
+        raise UserError(str(error)) from error
+
+
+def prepare(cfg: DictConfig):
+    """Check what the run reads from the user before any work, and return the run's datamodule.
+
+    The config's values, the data module's settings, a resume checkpoint, then the data splits
+    the run uses (loaded now, so a missing or corrupt archive stops the run before training;
+    the datamodule keeps them, nothing is read twice). A checkpoint to evaluate is read first
+    thing by the run itself (advlab.experiment), before it writes anything."""
+    with as_user_errors():
+        if cfg.task not in TASKS:
+            raise ValueError(f"task must be one of {sorted(TASKS)}, got {cfg.task!r}")
+        check_config(cfg)
+        datamodule = instantiate(cfg.data)
+        resume_path(cfg.resume)
+        datamodule.setup("test" if cfg.get("checkpoint") else None)
+    return datamodule
+
+
 def run(cfg: DictConfig):
-    """Entry point behind `python -m advlab`."""
-    if cfg.task not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {cfg.task!r}")
-    check_config(cfg)
-    return TASKS[cfg.task](cfg, instantiate(cfg.data), run_dir_of(cfg))
+    """The run of cfg (what `python -m advlab` does, exceptions and all)."""
+    datamodule = prepare(cfg)
+    return TASKS[cfg.task](cfg, datamodule, run_dir_of(cfg))
+
+
+def main(cfg: DictConfig):
+    """Entry point behind `python -m advlab` and `advlab`: run(cfg), with a user's mistake as one line.
+
+    A UserError prints `advlab: error: <message>` on stderr and exits with status 2 (SystemExit
+    passes through Hydra's own handler, which would print a traceback and exit 1);
+    ADVLAB_DEBUG=1 prints the traceback before it. Other exceptions propagate: they are bugs."""
+    try:
+        return run(cfg)
+    except UserError as error:
+        if os.environ.get("ADVLAB_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
+        print(f"advlab: error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -56,13 +56,13 @@ def evaluate_model(cfg: DictConfig, model: nn.Module, datamodule) -> Results:
 def train_and_evaluate(cfg: DictConfig, datamodule, run_dir: Path, name: str, group: str | None = None,
                        overrides: list[str] | None = None) -> Results:
     """The body of every run: model (trained, or loaded from cfg.checkpoint), evaluation, files."""
+    if cfg.get("checkpoint"):  # read before anything is written: a missing or corrupt file leaves no run behind
+        checkpoint = Path(cfg.checkpoint)
+        model, training = load(checkpoint), {"checkpoint": str(checkpoint)}
     run_dir.mkdir(parents=True, exist_ok=True)
     logger = tracking.make_logger(cfg, run_dir, name, group)
     try:
-        if cfg.get("checkpoint"):
-            checkpoint = Path(cfg.checkpoint)
-            model, training = load(checkpoint), {"checkpoint": str(checkpoint)}
-        else:
+        if not cfg.get("checkpoint"):
             model, training = train_model(cfg, datamodule, run_dir, logger)
             checkpoint = run_dir / "model.pt"
         start = time.perf_counter()
