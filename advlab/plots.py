@@ -39,18 +39,25 @@ def image_grid(images: torch.Tensor, labels: Sequence[int], class_names: Sequenc
 
 
 def confusion_matrix(row_percent: Sequence[Sequence[float]], class_names: Sequence[str], path, title: str = ""):
-    """Rows are true classes and sum to 100%."""
+    """Rows are true classes and sum to 100%.
+
+    Up to 20 classes every cell shows its value; beyond, the colours alone (a 100-class
+    matrix has 10,000 cells), the figure grows with the classes and the tick labels shrink."""
     m = np.asarray(row_percent)
-    fig, ax = plt.subplots(figsize=(7, 6))
+    n = len(class_names)
+    side = min(max(6.0, 0.12 * n), 16.0)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=100)
-    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(len(class_names)), class_names)
+    small = {} if n <= 20 else {"fontsize": max(3.0, 8 - n / 25)}
+    ax.set_xticks(range(n), class_names, rotation=45 if n <= 20 else 90, ha="right" if n <= 20 else "center", **small)
+    ax.set_yticks(range(n), class_names, **small)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                    color="white" if m[i, j] > 50 else "black")
+    if n <= 20:
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] > 50 else "black")
     fig.colorbar(im, ax=ax, label="% of the true class")
     ax.set_title(title or "Confusion matrix (rows sum to 100%)")
     return _save(fig, path)

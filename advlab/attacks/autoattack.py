@@ -1,7 +1,7 @@
 """AutoAttack (Croce & Hein 2020): a fixed ensemble of diverse attacks, run in sequence.
 
 version="standard": APGD-CE, APGD-T (targeted DLR, 9 target classes), FAB-T (9 target
-classes), Square (5000 queries). Each attack only sees the images that every attack
+classes; both: every other class when the model has fewer than 10), Square (5000 queries). Each attack only sees the images that every attack
 before it failed to fool, and each image keeps the first adversarial point found, so
 the result is the per-image worst case over the ensemble.
 
@@ -138,13 +138,13 @@ def _standard_stages(norm: str, seed, steps: int, queries: int, eps: float):
         return _apgd(fast, x, y, None, clean, 1, run)
 
     def apgd_t(fast, x, y, clean):
-        n_targets = check_n_target_classes(9, clean.shape[1])
+        n_targets = check_n_target_classes(min(9, clean.shape[1] - 1), clean.shape[1])  # 9, or every other class
         run = _RunConfig(eps, norm, steps, dlr, rho=0.75, momentum=0.75, success_is_target=False,
                          generator=make_generator(seed, x.device))
         return _apgd_targeted(fast, x, y, clean, n_targets, 1, run)
 
     def fab_t(fast, x, y, clean):
-        n_targets = check_n_target_classes(9, clean.shape[1])
+        n_targets = check_n_target_classes(min(9, clean.shape[1] - 1), clean.shape[1])
         return _fab_targeted(fast, x, y, clean, norm, steps, eps, n_targets, 0, make_generator(seed, x.device),
                              stop_within_eps=True)
 

@@ -34,7 +34,13 @@ def margin(out: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = Non
 def dlr(out: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
     """Difference of Logits Ratio (Croce & Hein 2020): the margin scaled by the spread of the
     top logits, so it does not change when the logits are rescaled (defeats that form of masking).
-    Untargeted: -(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3). Targeted: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)."""
+    Untargeted: -(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3). Targeted: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2).
+    So it needs at least 3 classes (targeted: 4)."""
+    needed = 3 if target is None else 4
+    if out.shape[1] < needed:
+        raise ValueError(f"the {'targeted ' if target is not None else ''}DLR loss needs a model with at least "
+                         f"{needed} classes, this one has {out.shape[1]} (attacks on DLR: apgd-dlr, apgd-t, autoattack, "
+                         "autoattack-fast; use e.g. apgd-ce, pgd, fab, square)")
     top = out.sort(1, descending=True).values
     z_y = out.gather(1, y[:, None]).squeeze(1)
     if target is None:
