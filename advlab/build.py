@@ -10,6 +10,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from advlab.attacks._core import check_eps, check_norm
 from advlab.attacks.perturbation import Perturbation
@@ -27,32 +28,56 @@ def plain(node):
 
 
 def build_loss(cfg: DictConfig):
-    # Resolved first: instantiate does not descend into interpolated nodes such as ${perturbation};
-    # _convert_="all" passes lists as Python lists.
-    return instantiate(plain(cfg.loss), _convert_="all")
+    # Resolved first: instantiate does not descend into interpolated nodes such as ${perturbation}.
+    return config_loss({"loss": plain(cfg.loss)})
 
 
 def build_validation_attack(cfg: DictConfig) -> Perturbation | None:
     """The robust validation attack (val/adv_acc) at the training eps and norm; None when off."""
-    if not cfg.validation.attack or cfg.eps <= 0:
-        return None
-    return Perturbation(plain(cfg.validation.attack), eps=cfg.eps, norm=cfg.norm)
+    return config_val_attack(classifier_config(cfg))
+
+
+def robust_validation(cfg: DictConfig) -> bool:
+    return bool(cfg.validation.attack) and cfg.eps > 0
+
+
+def classifier_config(cfg: DictConfig) -> dict:
+    """What AdversarialClassifier(config=...) builds its objects from: plain values, resolved, so they are
+    the checkpoint's hyperparameters and AdversarialClassifier.load_from_checkpoint rebuilds the module."""
+    return {
+        "model": plain(cfg.model), "loss": plain(cfg.loss), "optimizer": plain(cfg.optimizer),
+        "val_attack": {"attack": plain(cfg.validation.attack), "eps": float(cfg.eps), "norm": cfg.norm}
+        if robust_validation(cfg) else None,
+        "channels_last": bool(cfg.training.channels_last), "compile": bool(cfg.training.compile),
+    }
+
+
+def config_model(config: dict) -> nn.Module:
+    model = build_model(**config["model"])
+    if config.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if config.get("compile") else model
+
+
+def config_loss(config: dict):
+    # _convert_="all" passes lists as Python lists.
+    return instantiate(config["loss"], _convert_="all")
+
+
+def config_optimizer(config: dict):
+    return instantiate(config["optimizer"])  # a factory params -> optimizer (_partial_: true)
+
+
+def config_val_attack(config: dict) -> Perturbation | None:
+    spec = config.get("val_attack")
+    return None if spec is None else Perturbation(spec["attack"], eps=spec["eps"], norm=spec["norm"])
 
 
 def build_classifier(cfg: DictConfig) -> AdversarialClassifier:
     """The LightningModule of cfg: model, training loss, optimizer, robust validation check."""
-    model = build_model(**cfg.model)
-    if cfg.training.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return AdversarialClassifier(
-        torch.compile(model) if cfg.training.compile else model,
-        loss=build_loss(cfg),
-        optimizer=instantiate(cfg.optimizer),
-        lr_schedule=cfg.lr_schedule,
-        val_attack=build_validation_attack(cfg),
-        val_attack_batches=cfg.validation.batches,
-        seed=cfg.seed,
-    )
+    num_classes = OmegaConf.select(cfg, "data.num_classes", default=None) or cfg.model.get("num_classes")
+    return AdversarialClassifier(config=classifier_config(cfg), lr_schedule=cfg.lr_schedule,
+                                 val_attack_batches=cfg.validation.batches, seed=cfg.seed, num_classes=num_classes)
 
 
 def training_callbacks(cfg: DictConfig) -> list:

@@ -7,12 +7,21 @@ alpha-mixed loss over one or several perturbations) or TradesLoss.
 
 Validation measures clean accuracy and, when `val_attack` is given, accuracy under
 that attack on the first `val_attack_batches` batches: the robust-overfitting and
-catastrophic-overfitting signal that advlab.callbacks.RobustGuard acts on.
+catastrophic-overfitting signal that advlab.callbacks.RobustGuard acts on. Accuracies are
+torchmetrics metrics logged as objects (train/<term>_acc per step; val/acc, val/adv_acc per
+epoch, over every validation image), so Lightning reduces them across DDP processes.
+
+Built from a run's config (advlab.build.build_classifier), the module saves that config's
+pieces as plain hyperparameters (`config`), so a Lightning checkpoint rebuilds it:
+
+    module = AdversarialClassifier.load_from_checkpoint("outputs/RUN/checkpoints/last.ckpt")
 """
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
 
 from advlab.attacks.perturbation import Perturbation
 from advlab.defenses.mixed_loss import MixedLoss
@@ -21,9 +30,13 @@ LR_SCHEDULES = ("onecycle", "cosine", "constant")
 
 
 class AdversarialClassifier(pl.LightningModule):
+    """model, loss, optimizer (a factory params -> optimizer) and val_attack are objects; or `config`
+    (advlab.build.classifier_config: plain values) builds the ones not given. num_classes: of the
+    accuracy metrics; None: the width of the model's output, read on the first batch."""
+
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | None = None,
         perturbation: Perturbation | None = None,
         alpha: float = 1.0,
         optimizer=None,
@@ -32,8 +45,25 @@ class AdversarialClassifier(pl.LightningModule):
         val_attack: Perturbation | None = None,
         val_attack_batches: int | None = None,
         seed: int = 0,
+        num_classes: int | None = None,
+        config: dict | None = None,
     ):
         super().__init__()
+        if OmegaConf.is_config(config):
+            config = OmegaConf.to_container(config, resolve=True)
+        # Plain values only: checkpoints are read with weights_only=True. The objects are not saved;
+        # load_from_checkpoint rebuilds them from `config` (or takes them as arguments).
+        self.save_hyperparameters(ignore=["model", "perturbation", "optimizer", "loss", "val_attack"])
+        if config is not None:
+            from advlab import build  # build imports this module
+
+            model = build.config_model(config) if model is None else model
+            if loss is None and perturbation is None:
+                loss = build.config_loss(config)
+            optimizer = optimizer or build.config_optimizer(config)
+            val_attack = val_attack or build.config_val_attack(config)
+        if model is None:
+            raise ValueError("AdversarialClassifier needs a model, or config= to build one from")
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if val_attack_batches is not None and int(val_attack_batches) < 1:
@@ -49,6 +79,23 @@ class AdversarialClassifier(pl.LightningModule):
         # generator on the batch's device, seeded once and saved with every checkpoint, so the global
         # stream (shuffling, dropout) is the same whatever the defense draws.
         self.seed, self._generator, self._generator_state = seed, None, None
+        # Accuracy metrics by name (train_<term>, val, val_adv), made on first use for num_classes.
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.accuracy = nn.ModuleDict()
+
+    def _accuracy(self, key: str, logits: torch.Tensor) -> MulticlassAccuracy:
+        if key not in self.accuracy:
+            num_classes = self.num_classes or logits.shape[1]
+            self.accuracy[key] = MulticlassAccuracy(num_classes, average="micro").to(logits.device)
+        return self.accuracy[key]
+
+    def _log_accuracy(self, name: str, key: str, logits: torch.Tensor, y: torch.Tensor, **kwargs):
+        metric = self._accuracy(key, logits)
+        if self.training:
+            metric(logits, y)  # the batch's accuracy, logged per step
+        else:
+            metric.update(logits, y)  # accumulated: the epoch's accuracy over every image
+        self.log(name, metric, prog_bar=True, metric_attribute=f"accuracy.{key}", **kwargs)
 
     def generator(self, device: torch.device) -> torch.Generator:
         if self._generator is None or self._generator.device != device:
@@ -71,18 +118,17 @@ class AdversarialClassifier(pl.LightningModule):
             loss = loss + self.model.extra_loss(x)
         self.log("train/loss", loss, prog_bar=True)
         for kind, out in outputs.items():
-            self.log(f"train/{kind}_acc", (out.argmax(1) == y).float().mean(), prog_bar=True)
+            self._log_accuracy(f"train/{kind}_acc", f"train_{kind}", out.detach(), y)
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self.log("val/acc", (self.model(x).argmax(1) == y).float().mean(), prog_bar=True, sync_dist=True)
+        self._log_accuracy("val/acc", "val", self.model(x), y)
         if self.val_attack is not None and (self.val_attack_batches is None or batch_idx < self.val_attack_batches):
             # Lightning validates under no_grad; the attack needs input gradients.
             with torch.enable_grad():
                 x_adv = self.val_attack(self.model, x, y)
-            self.log("val/adv_acc", (self.model(x_adv).argmax(1) == y).float().mean(), prog_bar=True,
-                     sync_dist=True)
+            self._log_accuracy("val/adv_acc", "val_adv", self.model(x_adv), y)
 
     # Random starts (FGSM-RS, PGD, TRADES) and shuffling draw from torch's generators; saving
     # them with the epoch's checkpoint makes a resumed run continue exactly as the killed one would have.
@@ -96,6 +142,8 @@ class AdversarialClassifier(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint):
         rng = checkpoint.get("advlab_rng", {})
         self._generator, self._generator_state = None, rng.get("perturbations")
+        if self._trainer is None:  # load_from_checkpoint: a model to use, not a run to continue
+            return
         if "cpu" in rng:
             torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and torch.cuda.is_available():

@@ -6,6 +6,7 @@ import torch
 from hydra.utils import instantiate
 
 import advlab.training as training
+from advlab.classifier import AdversarialClassifier
 
 from helpers import config
 
@@ -51,3 +52,19 @@ def test_killed_run_resumes_to_the_same_result(cifar_root, tmp_path, monkeypatch
 def test_resume_names_a_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"resume: no checkpoint at .*last\.ckpt"):
         training.resume_path(tmp_path)
+
+
+def test_a_lightning_checkpoint_rebuilds_the_module(cifar_root, tmp_path):
+    cfg = _cfg(cifar_root, "trainer.max_epochs=1")
+    model, info = training.train_model(cfg, instantiate(cfg.data), tmp_path)
+    # Its hyperparameters are plain values (the run's model, loss, optimizer and validation settings).
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["config"]
+    module = AdversarialClassifier.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt").eval()
+    x = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(module(x), model(x))
+    assert repr(module.loss) == info["loss"] and module.adversarial
+    assert module.val_attack.eps == cfg.eps and module.val_attack.name == "pgd"
+    assert module.hparams.lr_schedule == cfg.lr_schedule and module.hparams.seed == cfg.seed
+    optimizer = module.optimizer_factory(module.parameters())
+    assert type(optimizer).__name__ == "SGD" and optimizer.defaults["lr"] == cfg.optimizer.lr

@@ -94,3 +94,25 @@ def test_alpha_outside_unit_interval_is_refused(alpha, tiny_model):
 def test_unknown_lr_schedule(tiny_model):
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         AdversarialClassifier(tiny_model, lr_schedule="warp")
+
+
+def test_validation_accuracies_are_torchmetrics_over_every_image(tiny_model):
+    """val/acc and val/adv_acc: MulticlassAccuracy objects, exact over uneven batches (not a mean of batch means)."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+    from torchmetrics.classification import MulticlassAccuracy
+
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(10, 3, 16, 16, generator=g), torch.randint(0, 10, (10,), generator=g)
+    module = AdversarialClassifier(tiny_model, val_attack=Perturbation("fgsm", eps=0.1), val_attack_batches=2)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, inference_mode=False)
+    (logged,) = trainer.validate(module, DataLoader(TensorDataset(x, y), batch_size=4), verbose=False)
+    tiny_model.eval()
+    with torch.no_grad():
+        assert logged["val/acc"] == pytest.approx((tiny_model(x).argmax(1) == y).float().mean().item())
+    x_adv = fgsm(tiny_model, x[:8], y[:8], 0.1)  # the first two batches only
+    with torch.no_grad():
+        assert logged["val/adv_acc"] == pytest.approx((tiny_model(x_adv).argmax(1) == y[:8]).float().mean().item())
+    assert {k: type(m) for k, m in module.accuracy.items()} == {"val": MulticlassAccuracy, "val_adv": MulticlassAccuracy}
+    assert module.accuracy["val"].num_classes == 10  # read off the model's output
