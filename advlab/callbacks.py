@@ -10,6 +10,9 @@ validation accuracy, and watches for two failures:
 On either, `action` says what happens: "log" only records it, "stop" ends training,
 "rollback" ends training and puts back the best weights. `restore_best` also puts
 them back when training ends normally (early stopping's checkpoint choice).
+Its record (best score and epoch, events, the best weights) is saved with every Lightning
+checkpoint (state_dict: plain values and tensors), so a run resumed with `resume=` goes on
+from it as if never stopped.
 """
 
 import copy
@@ -70,6 +73,17 @@ class RobustGuard(pl.Callback):
         device = next(pl_module.model.parameters()).device
         pl_module.model.load_state_dict({k: v.to(device) for k, v in self.best_state.items()})
         self.restored = True
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "events": copy.deepcopy(self.events),
+                "restored": self.restored, "best_state": self.best_state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best, self.best_epoch = float(state_dict["best"]), state_dict["best_epoch"]
+        self.events, self.restored = list(state_dict["events"]), bool(state_dict["restored"])
+        self.best_state = state_dict["best_state"]
+        if self.best_state is not None:
+            self.best_state = {k: v.cpu() for k, v in self.best_state.items()}
 
     def summary(self) -> dict:
         """What training.json / results.json record about the guard."""

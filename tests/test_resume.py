@@ -68,3 +68,30 @@ def test_a_lightning_checkpoint_rebuilds_the_module(cifar_root, tmp_path):
     assert module.hparams.lr_schedule == cfg.lr_schedule and module.hparams.seed == cfg.seed
     optimizer = module.optimizer_factory(module.parameters())
     assert type(optimizer).__name__ == "SGD" and optimizer.defaults["lr"] == cfg.optimizer.lr
+
+
+def test_a_resumed_run_keeps_the_guards_record(cifar_root, tmp_path, monkeypatch):
+    """The guard's best score, epoch, weights and events travel in last.ckpt: resumed after its best epoch, the
+    run restores that epoch's weights and reports the same record as a run never stopped."""
+    guarded = ("eps=0.004", "optimizer=adam", "lr_schedule=constant", "trainer.max_epochs=5",
+               "trainer.limit_train_batches=6", "guard.action=log", "guard.patience=1", "guard.restore_best=true")
+    cfg = _cfg(cifar_root, *guarded)
+    whole, whole_info = training.train_model(cfg, instantiate(cfg.data), tmp_path / "whole")
+    kill_at = 4
+    assert whole_info["guard"]["best_epoch"] < kill_at and whole_info["guard"]["restored_best"]
+    assert [e["epoch"] for e in whole_info["guard"]["events"] if e["epoch"] >= kill_at], "an event after the kill"
+
+    plain_callbacks = training.training_callbacks
+    monkeypatch.setattr(training, "training_callbacks", lambda *a: [*plain_callbacks(*a), KillAtEpoch(kill_at)])
+    with pytest.raises(Killed):
+        training.train_model(cfg, instantiate(cfg.data), tmp_path / "killed")
+    monkeypatch.setattr(training, "training_callbacks", plain_callbacks)
+    # weights_only: the guard's state is plain values and tensors
+    saved = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    assert saved["RobustGuard"]["best_epoch"] == whole_info["guard"]["best_epoch"]
+
+    resumed_cfg = _cfg(cifar_root, *guarded, f"resume={tmp_path / 'killed'}")
+    resumed, info = training.train_model(resumed_cfg, instantiate(cfg.data), tmp_path / "resumed")
+    assert info["guard"] == whole_info["guard"]
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
