@@ -20,6 +20,8 @@ from advlab.data import class_index
 from advlab.defenses import check_alpha
 from advlab.evaluation.pipeline import EvaluationSettings
 from advlab.models import MODELS, build_model
+from advlab.models.adapter import parse_normalization
+from advlab.models.registry import check_target, targets
 
 
 def plain(node):
@@ -97,13 +99,22 @@ def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
         progress=ev.progress)
 
 
+def check_model_config(spec: dict) -> None:
+    """model: a registered name or an importable _target_, and a well-formed normalization (nothing is built)."""
+    parse_normalization(spec.get("normalization"))
+    if "_target_" not in spec and spec.get("name") not in MODELS:
+        raise ValueError(f"model.name: unknown name {spec.get('name')!r}; registered models are {sorted(MODELS)} "
+                         "(or give model._target_: any importable nn.Module)")
+    for target in targets(spec):
+        check_target(target)
+
+
 def check_config(cfg: DictConfig) -> None:
     """Fail before any work on values that would fail later, naming the key."""
     check_eps(cfg.eps, "eps")
     check_alpha(cfg.alpha)
     check_norm(cfg.norm)
-    if cfg.model.name not in MODELS:
-        raise ValueError(f"model.name: unknown name {cfg.model.name!r}; registered models are {sorted(MODELS)}")
+    check_model_config(plain(cfg.model))
     check_norm(cfg.evaluation.norm)
     for e in cfg.evaluation.eps:
         check_eps(e, "evaluation.eps")

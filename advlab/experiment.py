@@ -16,7 +16,7 @@ from torch import nn
 
 from advlab import tracking
 from advlab.attacks.registry import build_attacks
-from advlab.build import evaluation_settings
+from advlab.build import evaluation_settings, plain
 from advlab.checkpoint import load
 from advlab.data import CLASS_NAMES
 from advlab.evaluation.distributed import rank_and_world_size
@@ -58,7 +58,7 @@ def train_and_evaluate(cfg: DictConfig, datamodule, run_dir: Path, name: str, gr
     """The body of every run: model (trained, or loaded from cfg.checkpoint), evaluation, files."""
     if cfg.get("checkpoint"):  # read before anything is written: a missing or corrupt file leaves no run behind
         checkpoint = Path(cfg.checkpoint)
-        model, training = load(checkpoint), {"checkpoint": str(checkpoint)}
+        model, training = load(checkpoint, model=plain(cfg.model)), {"checkpoint": str(checkpoint)}
     run_dir.mkdir(parents=True, exist_ok=True)
     logger = tracking.make_logger(cfg, run_dir, name, group)
     try:

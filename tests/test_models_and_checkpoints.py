@@ -56,14 +56,19 @@ def test_loading_never_runs_code_from_the_file(tmp_path):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
         pickle.dump({"format": "advlab-checkpoint-v1", "payload": _Exploit()}, f)
-    with pytest.raises(ValueError, match="not a readable advlab checkpoint"):
+    with pytest.raises(ValueError, match="not a readable checkpoint: torch.load.weights_only=True. refused it .it "
+                                         "holds objects other than tensors"):
         advlab.load(path)
 
 
 def test_foreign_files_are_refused(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not an advlab checkpoint"):
+    with pytest.raises(ValueError, match="holds a dict with keys 'state_dict' .0 of its 1 values are tensors.; "
+                                         "advlab reads advlab's model.pt, a state_dict"):
         advlab.load(tmp_path / "other.pt")
+    torch.save({"w": torch.zeros(1)}, tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match="not an advlab checkpoint"):
+        read_checkpoint(tmp_path / "weights.pt")
     with pytest.raises(FileNotFoundError, match="no file at"):
         advlab.load(tmp_path / "missing.pt")
 
