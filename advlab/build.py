@@ -16,7 +16,7 @@ from advlab.attacks._core import check_eps, check_norm
 from advlab.attacks.perturbation import Perturbation
 from advlab.attacks.registry import build_attacks
 from advlab.classifier import AdversarialClassifier
-from advlab.data import class_index
+from advlab.data import CLASS_NAMES, checkpoint_classes, class_index
 from advlab.defenses import check_alpha
 from advlab.evaluation.pipeline import EvaluationSettings
 from advlab.models import MODELS, build_model
@@ -89,11 +89,21 @@ def training_callbacks(cfg: DictConfig) -> list:
     return callbacks
 
 
+def target_index(cfg: DictConfig, target) -> int:
+    """evaluation.target (a class name or index) as an index, by the data config's class names and count."""
+    names = cfg.data.get("class_names") if "class_names" in cfg.data else CLASS_NAMES  # older configs: CIFAR-10
+    num_classes = cfg.data.get("num_classes")
+    if names is None and cfg.get("checkpoint"):  # data=npz evaluating a saved model: the classes it was trained on
+        found = checkpoint_classes(cfg.checkpoint)
+        names, num_classes = found.get("class_names"), num_classes or found.get("num_classes")
+    return class_index(target, None if names is None else [str(n) for n in names], num_classes)
+
+
 def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
     ev = cfg.evaluation
     return EvaluationSettings(
         eps=[float(e) for e in ev.eps], attacks=plain(ev.attacks) or [], norm=ev.norm,
-        target=None if ev.target is None else class_index(ev.target), per_attack=ev.per_attack, bf16=ev.bf16,
+        target=None if ev.target is None else target_index(cfg, ev.target), per_attack=ev.per_attack, bf16=ev.bf16,
         checks=ev.checks.enabled, checks_n_images=ev.checks.n_images, checks_square_queries=ev.checks.square_queries,
         checks_large_eps=plain(ev.checks.large_eps), convergence=ev.checks.convergence, seed=cfg.seed, batch_size=cfg.data.eval_batch_size,
         progress=ev.progress)

@@ -508,3 +508,83 @@ class CIFAR10DataModule(ImageDataModule):
 
     def __init__(self, root: str | None = None, **kwargs):
         super().__init__("cifar10", root, **kwargs)
+
+
+# -- the data's metadata in a run's config ------------------------------------------------------
+METADATA_KEYS = ("num_classes", "image_size", "mean", "std", "class_names")
+
+
+def checkpoint_classes(path: str | os.PathLike) -> dict:
+    """num_classes and class_names of the data a saved advlab model was trained on, as far as its file
+    says ({} when it says nothing): its run's data config, else its model's num_classes (and CIFAR-10's
+    names for models saved before datasets were configurable, which were all CIFAR-10's)."""
+    import json
+
+    from advlab.checkpoint import read_checkpoint
+
+    try:
+        payload = read_checkpoint(path)
+    except Exception:  # noqa: BLE001 - not an advlab model.pt (or missing): it says nothing, the loader explains
+        return {}
+    try:
+        data = json.loads(payload.get("metadata", {}).get("config", "{}")).get("data") or {}
+    except (TypeError, ValueError, AttributeError):
+        data = {}
+    found = {k: data[k] for k in ("num_classes", "class_names") if data.get(k) is not None}
+    if "num_classes" not in found and isinstance(payload.get("model"), dict):
+        n = payload["model"].get("num_classes") or (payload["model"].get("classifier") or {}).get("num_classes")
+        if isinstance(n, int):
+            found["num_classes"] = n
+    legacy = str(data.get("_target_", "")).endswith("CIFAR10DataModule") or data.get("dataset") == "cifar10"
+    if "class_names" not in found and legacy and found.get("num_classes", NUM_CLASSES) == NUM_CLASSES:
+        found["class_names"] = list(CLASS_NAMES)
+    return found
+
+
+def fill_data_config(cfg, datamodule) -> None:
+    """Write the values the run uses into the metadata keys cfg.data leaves null (data=npz), so the
+    model config's interpolations (${data.num_classes}, ${data.mean}, ...), the evaluation, the report
+    and the saved config all see them.
+
+    When a checkpoint is evaluated, its own num_classes and class names come first (a test set
+    need not hold every class); then what the datamodule reads off the files (ImageDataModule.info).
+    """
+    from omegaconf import open_dict
+
+    missing = [k for k in METADATA_KEYS if cfg.data.get(k) is None]
+    info = getattr(datamodule, "info", None)
+    if not missing or not isinstance(info, DatasetInfo):
+        return
+    found = checkpoint_classes(cfg.checkpoint) if cfg.get("checkpoint") else {}
+    if cfg.data.get("num_classes") is not None:  # the user's num_classes stands; names of another count do not
+        found = {k: v for k, v in found.items() if k == "class_names" and len(v) == cfg.data.num_classes}
+    num_classes = cfg.data.get("num_classes") or found.get("num_classes", info.num_classes)
+    names = found.get("class_names")
+    if names is None or len(names) != num_classes:
+        names = info.class_names if len(info.class_names) == num_classes else _digits(num_classes)
+    values = {"num_classes": num_classes, "image_size": list(info.image_size),
+              "mean": None if info.mean is None else list(info.mean),
+              "std": None if info.std is None else list(info.std), "class_names": list(names)}
+    with open_dict(cfg.data):
+        for key in missing:
+            cfg.data[key] = values[key]
+
+
+def check_model_on_data(model, images: torch.Tensor, labels: torch.Tensor, num_classes: int | None) -> int:
+    """The model's number of classes, after checking that it takes these images and that the data's
+    labels and num_classes fit its outputs (a clear error instead of a shape error deep in an attack)."""
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    try:  # the global random state is left as it was (a model may sample, e.g. a purifier)
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            out = model(to_unit_float(images[:1].to(device)))
+    except RuntimeError as err:
+        raise ValueError(f"the model does not take the test images ({tuple(images.shape[1:])}, C x H x W): "
+                         f"{str(err).splitlines()[0]}") from err
+    classes = out.shape[1]
+    if num_classes is not None and int(num_classes) != classes:
+        raise ValueError(f"data.num_classes is {num_classes} but the model has {classes} outputs: a model "
+                         f"trained on other data? (data.num_classes must match the model's)")
+    if len(labels) and int(labels.max()) >= classes:
+        raise ValueError(f"the test labels go up to {int(labels.max())} but the model has {classes} classes "
+                         f"(labels must be in [0, {classes - 1}])")
+    return classes

@@ -18,7 +18,7 @@ from advlab import tracking
 from advlab.attacks.registry import build_attacks
 from advlab.build import evaluation_settings, plain
 from advlab.checkpoint import load
-from advlab.data import CLASS_NAMES
+from advlab.data import check_model_on_data, fill_data_config
 from advlab.evaluation.distributed import rank_and_world_size
 from advlab.evaluation.pipeline import evaluate
 from advlab.figures import write_figures
@@ -41,21 +41,33 @@ def evaluation_device(cfg: DictConfig) -> torch.device:
     return torch.device(wanted)
 
 
+def class_names(cfg: DictConfig, num_classes: int) -> list[str]:
+    """The data config's class names (data.class_names), or "0", "1", ... when it has none for num_classes."""
+    names = cfg.data.get("class_names")
+    return [str(n) for n in names] if names is not None and len(names) == num_classes else \
+        [str(i) for i in range(num_classes)]
+
+
 def evaluate_model(cfg: DictConfig, model: nn.Module, datamodule) -> Results:
-    """The evaluation pipeline (advlab.evaluation.pipeline) on the test split, with the config's settings."""
+    """The evaluation pipeline (advlab.evaluation.pipeline) on the test split, with the config's settings.
+
+    The number of classes is the model's, checked against the data's (data.num_classes, the labels)."""
+    fill_data_config(cfg, datamodule)
     settings = evaluation_settings(cfg)
     datamodule.setup("test")
     images, labels = datamodule.test_set.tensors
-    results = evaluate(model.to(evaluation_device(cfg)).eval(), images, labels, settings,
-                       num_classes=len(CLASS_NAMES))
+    model = model.to(evaluation_device(cfg)).eval()
+    num_classes = check_model_on_data(model, images, labels, cfg.data.get("num_classes"))
+    results = evaluate(model, images, labels, settings, num_classes=num_classes)
     if results.targeted:
-        results.targeted.target_name = CLASS_NAMES[results.targeted.target]
+        results.targeted.target_name = class_names(cfg, num_classes)[results.targeted.target]
     return results
 
 
 def train_and_evaluate(cfg: DictConfig, datamodule, run_dir: Path, name: str, group: str | None = None,
                        overrides: list[str] | None = None) -> Results:
     """The body of every run: model (trained, or loaded from cfg.checkpoint), evaluation, files."""
+    fill_data_config(cfg, datamodule)  # data=npz: the classes, size and statistics the files (or checkpoint) give
     if cfg.get("checkpoint"):  # read before anything is written: a missing or corrupt file leaves no run behind
         checkpoint = Path(cfg.checkpoint)
         model, training = load(checkpoint, model=plain(cfg.model)), {"checkpoint": str(checkpoint)}
@@ -71,7 +83,8 @@ def train_and_evaluate(cfg: DictConfig, datamodule, run_dir: Path, name: str, gr
             return results
         images, labels = datamodule.test_set.tensors
         attacks = build_attacks(evaluation_settings(cfg).attacks, norm=cfg.evaluation.norm, seed=cfg.seed)
-        results.figures = write_figures(model, images, labels, results, attacks, run_dir, CLASS_NAMES,
+        results.figures = write_figures(model, images, labels, results, attacks, run_dir,
+                                        class_names(cfg, len(results.confusion)),
                                         cfg.evaluation.num_examples, title=name)
         results.evaluation_seconds = round(time.perf_counter() - start, 1)
         results.name, results.seed, results.overrides = name, cfg.seed, list(overrides or [])
