@@ -44,6 +44,9 @@ def defense_config(cfg: DictConfig, eps: float) -> DictConfig:
     return variant
 
 
+_DATA_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
+
+
 def run_seed_study(cfg: DictConfig, datamodule, run_dir: Path) -> dict:
     start = time.perf_counter()
     baseline = train_and_evaluate(cfg, datamodule, run_dir / "baseline", name="baseline", group=cfg.name)
@@ -86,7 +89,8 @@ def render_report(cfg: DictConfig, baseline: Results, defenses: dict[float, Resu
         f"Training: {cfg.trainer.max_epochs} epochs, batch {cfg.data.batch_size}, "
         f"{cfg.optimizer._target_.split('.')[-1]} lr {cfg.optimizer.lr}, {cfg.lr_schedule} schedule; "
         f"{cfg.data.val_size} training images held out for validation; "
-        "normalisation by CIFAR-10 mean/std inside the model, eps in [0, 1] pixel units.",
+        f"normalisation by the {_DATA_NAMES.get(cfg.data.get('dataset'), cfg.data.get('dataset') or 'CIFAR-10')} "
+        "training set's mean/std inside the model, eps in [0, 1] pixel units.",
         "",
         "## 1. Basic model",
         "",
