@@ -5,16 +5,19 @@ perturbation (conf/perturbation/), the robust validation attack (validation.atta
 evaluation attacks (evaluation.attacks) are entries of the same form.
 """
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from advlab.attacks._core import check_eps, check_norm
 from advlab.attacks.perturbation import Perturbation
 from advlab.attacks.registry import build_attacks
+from advlab.callbacks import RobustGuard
 from advlab.classifier import AdversarialClassifier
 from advlab.data import CLASS_NAMES, checkpoint_classes, class_index
 from advlab.defenses import check_alpha
@@ -22,6 +25,7 @@ from advlab.evaluation.pipeline import EvaluationSettings
 from advlab.models import MODELS, build_model
 from advlab.models.adapter import parse_normalization
 from advlab.models.registry import check_target, targets
+from advlab.tracking import check_loggers
 
 
 def plain(node):
@@ -82,8 +86,25 @@ def build_classifier(cfg: DictConfig) -> AdversarialClassifier:
                                  val_attack_batches=cfg.validation.batches, seed=cfg.seed, num_classes=num_classes)
 
 
-def training_callbacks(cfg: DictConfig) -> list:
-    callbacks = [instantiate(cfg.guard)]
+def training_callbacks(cfg: DictConfig, run_dir: Path | None = None) -> list:
+    """The `callbacks` group's entries (conf/callbacks/, any {_target_: ...} from the command line; a null
+    entry is off), then the weight averaging of training.ema_decay. `monitor: auto` becomes val/adv_acc
+    when robust validation is on, else val/acc; a ModelCheckpoint with `dirpath: null` writes into
+    run_dir/checkpoints."""
+    callbacks = []
+    for key, node in (cfg.get("callbacks") or {}).items():
+        if not node:
+            continue
+        spec = plain(node)
+        if spec.get("monitor") == "auto":
+            spec["monitor"] = "val/adv_acc" if robust_validation(cfg) else "val/acc"
+        try:
+            if run_dir is not None and "dirpath" in spec and spec["dirpath"] is None \
+                    and issubclass(get_class(spec["_target_"]), pl.callbacks.ModelCheckpoint):
+                spec["dirpath"] = str(Path(run_dir) / "checkpoints")
+            callbacks.append(instantiate(spec))
+        except (InstantiationException, ImportError, ValueError) as error:  # the constructor's own message, named by key
+            raise ValueError(f"callbacks.{key}: {error.__cause__ or error}") from error
     if cfg.training.ema_decay:
         callbacks.append(pl.callbacks.EMAWeightAveraging(decay=cfg.training.ema_decay))
     return callbacks
@@ -130,6 +151,7 @@ def check_config(cfg: DictConfig) -> None:
         check_eps(e, "evaluation.eps")
     settings = evaluation_settings(cfg)
     build_attacks(settings.attacks, norm=settings.norm)
+    check_loggers(cfg)
     if cfg.get("checkpoint"):
         return
     # The training objects check their own arguments (an attack its norm: n-fgsm refuses l2).
@@ -138,8 +160,8 @@ def check_config(cfg: DictConfig) -> None:
     except InstantiationException as error:  # Hydra wraps the constructor's own message: pass that on
         raise ValueError(f"loss/perturbation: {error.__cause__ or error}") from error
     build_validation_attack(cfg)
-    training_callbacks(cfg)
-    if cfg.training.ema_decay and (cfg.guard.action == "rollback" or cfg.guard.restore_best):
+    guards = [c for c in training_callbacks(cfg) if isinstance(c, RobustGuard)]
+    if cfg.training.ema_decay and any(g.action == "rollback" or g.restore_best for g in guards):
         # The EMA callback copies its average over the model when training ends, undoing any rollback.
         raise ValueError("guard.action=rollback and guard.restore_best need training.ema_decay=null "
                          "(weight averaging would overwrite the restored weights); use guard.action=stop")

@@ -58,8 +58,8 @@ class RobustGuard(pl.Callback):
         self.events.append(event)
         pl.utilities.rank_zero_warn(f"{kind.replace('_', ' ')} at epoch {epoch}: {self.monitor} {value:.3f}, "
                                     f"best {self.best:.3f} at epoch {self.best_epoch}; action: {self.action}")
-        if trainer.logger is not None:
-            trainer.logger.log_metrics({f"guard/{kind}": 1.0}, step=trainer.global_step)
+        for logger in getattr(trainer, "loggers", []):
+            logger.log_metrics({f"guard/{kind}": 1.0}, step=trainer.global_step)
         if self.action in ("stop", "rollback"):
             trainer.should_stop = True
         if self.action == "rollback":

@@ -1,36 +1,71 @@
-"""Weights & Biases: offline by default, so no account or network is needed.
+"""Loggers: the `logger` group (conf/logger/), one entry per Lightning logger, several at once.
 
-Each trained or evaluated model is one W&B run; runs of one Hydra multirun share
-a group (the sweep folder), so the dashboard shows a sweep as a grid.
-`wandb sync <run_dir>/wandb/offline-run-*` uploads offline runs later.
+W&B is offline by default, so no account or network is needed. Each trained or evaluated
+model is one W&B run; runs of one Hydra multirun share a group (the sweep folder), so the
+dashboard shows a sweep as a grid. `wandb sync <run_dir>/wandb/offline-run-*` uploads
+offline runs later. CSV (<run>/csv/metrics.csv) needs nothing installed; TensorBoard needs
+the tensorboard package, which advlab does not install.
 """
 
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from advlab.errors import UserError
 from advlab.results import Curves, Results
 
 
-def make_logger(cfg: DictConfig, run_dir: Path, name: str, group: str | None = None):
-    """A Lightning WandbLogger, or None when `logger=none`."""
-    if not cfg.logger.get("enabled", False):
-        return None
-    os.environ.setdefault("WANDB_SILENT", "true")
+def _logger_specs(cfg: DictConfig) -> dict[str, dict]:
+    node = cfg.get("logger")
+    specs = OmegaConf.to_container(node, resolve=True) if node else {}
+    return {key: spec for key, spec in specs.items() if spec}  # logger.NAME=null: that one is off
+
+
+def _is_wandb(cls) -> bool:
     from pytorch_lightning.loggers import WandbLogger
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
-        project=cfg.logger.project,
-        entity=cfg.logger.get("entity"),
-        name=name,
-        group=cfg.logger.get("group") or group or name,
-        tags=list(cfg.logger.get("tags") or []),
-        save_dir=str(run_dir),
-        offline=cfg.logger.mode == "offline",
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
+    return isinstance(cls, type) and issubclass(cls, WandbLogger)
+
+
+def check_loggers(cfg: DictConfig) -> None:
+    """Refuse, before any work, a logger whose class cannot be imported or whose package is missing."""
+    for key, spec in _logger_specs(cfg).items():
+        try:
+            cls = get_class(spec["_target_"])
+        except Exception as error:  # noqa: BLE001 - a misspelt or missing class
+            raise UserError(f"logger.{key}: cannot import {spec.get('_target_')!r} ({error})") from error
+        if cls.__name__ == "TensorBoardLogger" and not (find_spec("tensorboard") or find_spec("tensorboardX")):
+            raise UserError(f"logger.{key}: TensorBoard is not installed (pip install tensorboard); "
+                            "logger=csv keeps the curves without it")
+
+
+def make_logger(cfg: DictConfig, run_dir: Path, name: str, group: str | None = None) -> list:
+    """The Lightning loggers of the `logger` group ([] when there are none, `~logger`).
+
+    An entry's `save_dir: null` is the run folder; W&B's name, group and config default to the
+    run's name, the sweep (or the run's name) and the run's whole config.
+    """
+    loggers = []
+    for spec in _logger_specs(cfg).values():
+        if "save_dir" in spec and spec["save_dir"] is None:
+            spec["save_dir"] = str(run_dir)
+        if _is_wandb(get_class(spec["_target_"])):
+            os.environ.setdefault("WANDB_SILENT", "true")
+            spec["name"] = spec.get("name") or name
+            spec["group"] = spec.get("group") or group or name
+            spec.setdefault("config", OmegaConf.to_container(cfg, resolve=True))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        loggers.append(instantiate(spec, _convert_="all", _recursive_=False))  # W&B's config holds _target_ keys
+    return loggers
+
+
+def _wandb_loggers(logger) -> list:
+    """The W&B loggers among `logger`: a list of loggers, one logger, or None."""
+    loggers = [] if logger is None else logger if isinstance(logger, (list, tuple)) else [logger]
+    return [lg for lg in loggers if _is_wandb(type(lg))]
 
 
 def _rate_table(curves: Curves, value_name: str):
@@ -46,12 +81,15 @@ def _rate_table(curves: Curves, value_name: str):
 
 
 def log_results(logger, results: Results, figures: dict[str, Path]) -> None:
-    """Accuracy-vs-eps as a wandb.Table with a line plot, the headline numbers as summary, figures as images."""
-    if logger is None:
-        return
+    """For each W&B logger among `logger`: accuracy-vs-eps as a wandb.Table with a line plot, the headline
+    numbers as summary, figures as images. Other loggers (CSV, TensorBoard) keep the training curves only."""
+    for wandb_logger in _wandb_loggers(logger):
+        _log_results(wandb_logger.experiment, results, figures)
+
+
+def _log_results(run, results: Results, figures: dict[str, Path]) -> None:
     import wandb
 
-    run = logger.experiment
     rob = results.robustness
     payload = {
         "eval/accuracy_vs_eps": _rate_table(rob, "accuracy"),
@@ -75,5 +113,5 @@ def log_results(logger, results: Results, figures: dict[str, Path]) -> None:
 
 
 def finish(logger) -> None:
-    if logger is not None:
-        logger.experiment.finish()
+    for wandb_logger in _wandb_loggers(logger):
+        wandb_logger.experiment.finish()

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from advlab.build import build_classifier, plain, training_callbacks
+from advlab.callbacks import RobustGuard
 from advlab.checkpoint import save_checkpoint
 from advlab.errors import UserFileError
 from advlab.evaluation.distributed import rank_and_world_size
@@ -29,20 +30,27 @@ def resume_path(resume) -> Path | None:
 def train_model(cfg: DictConfig, datamodule, run_dir: Path, logger=None) -> tuple[nn.Module, dict]:
     """Fit cfg.model with cfg.loss; returns the model (eval mode) and what training recorded.
 
+    logger: a Lightning logger, a list of them (advlab.tracking.make_logger) or None; the callbacks
+    are the `callbacks` group's (advlab.build.training_callbacks).
+
     The model file (model.pt) is written by the caller once the evaluation's headline numbers
     are known, so it is written once, complete.
     """
     # Training is the one place advlab seeds the global stream: shuffling, initialisation, dropout.
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_classifier(cfg)
-    callbacks = training_callbacks(cfg)
+    callbacks = training_callbacks(cfg, run_dir)
+    loggers = [] if logger is None else list(logger) if isinstance(logger, (list, tuple)) else [logger]
+    if not loggers:  # nothing to write the learning rate to (Lightning would refuse the monitor)
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    guard = next((c for c in callbacks if isinstance(c, RobustGuard)), None)
     # checkpoints/last.ckpt after every epoch: what `resume=RUN_DIR` continues from.
     # (top-1 without a monitor keeps the newest; save_last alone would write only when training ends)
     last = pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                                         enable_version_counter=False)
     trainer = pl.Trainer(
         **cfg.trainer,
-        logger=logger if logger is not None else False,
+        logger=loggers or False,
         callbacks=[*callbacks, last],
         inference_mode=False,  # validation runs attacks, which need gradients
         default_root_dir=str(run_dir),
@@ -58,7 +66,7 @@ def train_model(cfg: DictConfig, datamodule, run_dir: Path, logger=None) -> tupl
         "alpha": cfg.alpha,
         "eps": cfg.eps,
         "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
-        "guard": callbacks[0].summary(),
+        "guard": guard.summary() if guard is not None else None,
     }
     return model.eval(), info
 

@@ -35,7 +35,7 @@ def test_killed_run_resumes_to_the_same_result(cifar_root, tmp_path, monkeypatch
     uninterrupted, _ = training.train_model(cfg, instantiate(cfg.data), tmp_path / "whole")
 
     plain_callbacks = training.training_callbacks
-    monkeypatch.setattr(training, "training_callbacks", lambda c: [*plain_callbacks(c), KillAtEpoch(2)])
+    monkeypatch.setattr(training, "training_callbacks", lambda *a: [*plain_callbacks(*a), KillAtEpoch(2)])
     with pytest.raises(Killed):
         training.train_model(cfg, instantiate(cfg.data), tmp_path / "killed")
     assert (tmp_path / "killed" / "checkpoints" / "last.ckpt").is_file()

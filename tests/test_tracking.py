@@ -1,12 +1,18 @@
 """W&B: log_results renders a Results object (tables with intervals, the summary numbers, the figures); offline,
 a sweep's runs are named by their overrides, grouped by the sweep, and the offline run directory holds the
-accuracy-vs-eps table with the numbers of results.json, and the figures."""
+accuracy-vs-eps table with the numbers of results.json, and the figures.
+The logger and callbacks groups: CSV curves, several loggers at once, any _target_ callback, the best checkpoint."""
 
+import csv
 import json
+from importlib.util import find_spec
 
 import pytest
+import torch
+from hydra.utils import instantiate
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from helpers import SMOKE, advlab_cli
+from helpers import SMOKE, advlab_cli, config
 
 from advlab import plots, tracking
 from advlab.results import Curves, Results, Targeted
@@ -26,9 +32,15 @@ class FakeRun:
         self.logged.append(payload)
 
 
-class FakeLogger:
+class FakeLogger(WandbLogger):
+    """A WandbLogger (log_results picks those among the run's loggers) whose run is a FakeRun."""
+
     def __init__(self):
-        self.experiment = FakeRun()
+        self._fake_run = FakeRun()
+
+    @property
+    def experiment(self):
+        return self._fake_run
 
 
 def synthetic_results() -> Results:
@@ -42,7 +54,7 @@ def test_log_results_renders_the_results_object(tmp_path):
     results = synthetic_results()
     figure = plots.rate_curves(EPS, results.robustness.rates, tmp_path / "accuracy_vs_eps.png", "accuracy (%)", "t")
     logger = FakeLogger()
-    tracking.log_results(logger, results, {"accuracy_vs_eps": figure})
+    tracking.log_results([CSVLogger(tmp_path), logger], results, {"accuracy_vs_eps": figure})
     (payload,) = logger.experiment.logged
     table = payload["eval/accuracy_vs_eps"]
     assert table.columns == COLUMNS
@@ -80,3 +92,81 @@ def test_offline_wandb_run_holds_the_table_and_figures(cifar_root, tmp_path):
     record = next(run.glob("run-*.wandb")).read_bytes()
     assert b"fgsm_defense eps=0.01 alpha=0.5" in record
     assert tmp_path.name.encode() in record
+
+
+@pytest.mark.parametrize("choice, loggers", [("logger=none", ["csv"]), ("logger=csv", ["csv"]),
+                                             ("logger=many", ["csv", "wandb"]), ("logger=[csv,wandb]", ["csv", "wandb"]),
+                                             ("~logger", [])])
+def test_logger_group(choice, loggers, tmp_path):
+    made = tracking.make_logger(config("+experiment=fgsm_defense", choice), tmp_path, "run")
+    assert [type(lg).__name__ for lg in made] == [{"csv": "CSVLogger", "wandb": "WandbLogger"}[k] for k in loggers]
+    assert all(lg.save_dir == str(tmp_path) for lg in made)
+
+
+@pytest.mark.skipif(bool(find_spec("tensorboard") or find_spec("tensorboardX")), reason="tensorboard is installed")
+def test_tensorboard_without_the_package_is_refused_up_front():
+    from advlab.build import check_config
+    from advlab.errors import UserError
+
+    with pytest.raises(UserError, match=r"logger.tensorboard: TensorBoard is not installed \(pip install tensorboard\)"):
+        check_config(config("+experiment=fgsm_defense", "logger=[csv,tensorboard]"))
+
+
+def test_callbacks_group():
+    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+    from advlab.build import training_callbacks
+    from advlab.callbacks import RobustGuard
+
+    made = training_callbacks(config("+experiment=fgsm_defense", "guard.patience=3"))
+    assert [type(c) for c in made] == [ModelCheckpoint, LearningRateMonitor, RobustGuard]
+    assert made[0].monitor == "val/adv_acc" and made[2].patience == 3  # robust validation on: the robust accuracy
+    assert training_callbacks(config("+experiment=fgsm_defense", "eps=0"))[0].monitor == "val/acc"
+    assert training_callbacks(config("callbacks=none")) == []
+    (es,) = training_callbacks(config("callbacks=none", "+callbacks.es._target_=pytorch_lightning.callbacks.EarlyStopping",
+                                      "+callbacks.es.monitor=auto"))
+    assert isinstance(es, EarlyStopping) and es.monitor == "val/acc"
+    with pytest.raises(ValueError, match=r"callbacks.x: .*NoSuchCallback"):
+        training_callbacks(config("+callbacks.x._target_=pytorch_lightning.callbacks.NoSuchCallback"))
+
+
+def test_csv_curves_a_command_line_callback_and_the_best_checkpoint(cifar_root, tmp_path):
+    from advlab.classifier import AdversarialClassifier
+    from advlab.training import train_model
+
+    cfg = config("+experiment=fgsm_defense", *SMOKE, "logger=csv", f"data.root={cifar_root}", "trainer.max_epochs=2",
+                 "trainer.limit_train_batches=2", "trainer.log_every_n_steps=1",
+                 "+callbacks.es._target_=pytorch_lightning.callbacks.EarlyStopping",
+                 "+callbacks.es.monitor=val/acc", "+callbacks.es.mode=max", "+callbacks.es.patience=5")
+    loggers = tracking.make_logger(cfg, tmp_path, "run")
+    model, info = train_model(cfg, instantiate(cfg.data), tmp_path, loggers)
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    epochs = [row for row in rows if row["val/acc"]]
+    assert [int(row["epoch"]) for row in epochs] == [0, 1]
+    assert float(epochs[-1]["val/acc"]) == pytest.approx(info["val"]["val/acc"])
+    assert any(row["val/adv_acc"] for row in rows) and any(row["train/adv_acc"] for row in rows)
+    assert any(row.get("lr-SGD") for row in rows), "LearningRateMonitor"
+    # the command line's EarlyStopping ran: its state (the best val/acc) is in the checkpoint
+    states = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    (early_stopping,) = [v for k, v in states.items() if k.startswith("EarlyStopping")]
+    assert float(early_stopping["best_score"]) == pytest.approx(max(float(row["val/acc"]) for row in epochs))
+    # the best epoch by the robust validation accuracy, on disk, loadable
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    (checkpointing,) = [v for k, v in torch.load(best, weights_only=True)["callbacks"].items()
+                        if "'monitor': 'val/adv_acc'" in k]
+    assert checkpointing["best_model_path"] == str(best)
+    assert float(checkpointing["best_model_score"]) == max(float(row["val/adv_acc"]) for row in epochs)
+    assert AdversarialClassifier.load_from_checkpoint(best).model.state_dict().keys() == model.state_dict().keys()
+
+
+@pytest.mark.slow
+def test_command_line_run_with_two_loggers(cifar_root, tmp_path):
+    proc = advlab_cli("+experiment=fgsm_defense", *SMOKE, "logger=[csv,wandb]", f"hydra.run.dir={tmp_path}",
+                      env_extra={"ADVLAB_DATA": str(cifar_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        assert "val/acc" in next(csv.reader(f))
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert list((run / "files" / "media" / "table" / "eval").glob("accuracy_vs_eps_*.table.json"))
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file() and (tmp_path / "results.json").is_file()
