@@ -278,3 +278,21 @@ def test_a_cifar10_model_evaluated_on_the_same_images_as_npz_scores_the_same(cif
     again = run(smoke("data=npz", f"data.test={tmp_path / 'cifar10_first64.npz'}", *fast,
                       f"checkpoint={tmp_path / 'train' / 'model.pt'}", tmp=tmp_path / "eval"))
     assert again.clean == trained.clean and again.robustness == trained.robustness
+
+
+def test_the_evaluation_functions_take_the_class_count_from_the_model():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from advlab.evaluation.checks import check_large_eps
+    from advlab.evaluation.robustness import evaluate_robustness
+    from helpers import TinyNet
+
+    torch.manual_seed(0)
+    model = TinyNet(num_classes=100).train()
+    x, y = torch.rand(6, 3, 16, 16), torch.tensor([0, 99, 5, 50, 7, 98])
+    state = torch.get_rng_state()
+    loader = DataLoader(TensorDataset(x, y), batch_size=3, generator=torch.Generator())  # no draw from the global stream
+    results = evaluate_robustness(model, loader, [0.0], {})
+    assert len(results.confusion) == 100 and results.n_images == 6
+    assert model.training and torch.equal(torch.get_rng_state(), state)
+    assert check_large_eps(model, x, y, "linf", 0.5).numbers["chance"] == 1.0

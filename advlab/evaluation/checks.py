@@ -18,7 +18,7 @@ from torch import nn
 
 from advlab.attacks.pgd import pgd
 from advlab.attacks.square import square
-from advlab.evaluation.robustness import predict
+from advlab.evaluation.robustness import infer_num_classes, predict
 from advlab.results import CHECK_NAMES, WORST_CASE, Check, Results
 from advlab.stats import Rate
 
@@ -90,7 +90,10 @@ def _accuracy(model, x, y) -> int:
     return int((predict(model, x) == y).sum())
 
 
-def check_large_eps(model: nn.Module, x, y, norm: str, large_eps: float, num_classes: int) -> Check:
+def check_large_eps(model: nn.Module, x, y, norm: str, large_eps: float, num_classes: int | None = None) -> Check:
+    """PGD at a huge eps must bring accuracy down to chance (1 / num_classes; None: the model's outputs)."""
+    if num_classes is None:
+        num_classes = infer_num_classes(model, x)
     x_adv = pgd(model, x, y, large_eps, steps=20, norm=norm)
     correct = _accuracy(model, x_adv, y)
     acc, chance = _pct(correct, len(y)), round(100 / num_classes, 2)
@@ -141,7 +144,7 @@ def check_black_box(model, x, y, eps: float, norm: str, steps: int, queries: int
 
 def run_checks(model: nn.Module, results: Results, x: torch.Tensor, y: torch.Tensor, iterative: list[str],
                norm: str = "linf", large_eps: float | None = None, pgd_steps: int = 30, square_queries: int = 1000,
-               seed: int = 0, num_classes: int = 10, trace: dict | None = None) -> list[Check]:
+               seed: int = 0, num_classes: int | None = None, trace: dict | None = None) -> list[Check]:
     """All six checks, in CHECK_NAMES order. x, y: a sample of test images (in [0, 1], on the model's
     device) for the checks that run attacks of their own (2, 4, 5). large_eps None: LARGE_EPS[norm].
     trace: the convergence trace, if one was taken (the convergence check reads it)."""

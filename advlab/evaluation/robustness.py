@@ -41,6 +41,14 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x).argmax(1)
 
 
+def infer_num_classes(model: nn.Module, x: torch.Tensor) -> int:
+    """The model's number of outputs, from one image of x (in eval mode); the global random state and the
+    model's mode are left as they were."""
+    device = _device(model)
+    with torch.no_grad(), eval_mode(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return int(model(to_unit_float(x[:1].to(device))).shape[1])
+
+
 def _batches(loader: Iterable, device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     for x, y in loader:
         yield to_unit_float(x.to(device)), y.to(device)
@@ -81,7 +89,7 @@ def evaluate_robustness(
     eps: Sequence[float],
     attacks: dict[str, Attack],
     target: int | None = None,
-    num_classes: int = 10,
+    num_classes: int | None = None,
     per_attack: bool = True,
     norm: str = "linf",
     progress: bool | None = None,
@@ -91,7 +99,8 @@ def evaluate_robustness(
     (each attack's accuracy per eps and the worst case), perturbed (L-inf and `perturbed` only:
     FGSM applied to every image, the seed study's "perturbed accuracy", which can exceed clean
     accuracy under label leaking; it costs one FGSM per image and eps) and, when target is given,
-    targeted success per eps for the attacks that can aim at a class.
+    targeted success per eps for the attacks that can aim at a class. num_classes (the
+    confusion matrix's size): None reads it off the model's output on the first image.
 
     The worst case is computed with eps in increasing order: an image fooled at a
     smaller eps is fooled at every larger one (the smaller ball lies inside the
@@ -109,6 +118,10 @@ def evaluate_robustness(
     """
     eps = sorted(check_eps(e, "evaluation.eps") for e in eps)
     device = _device(model)
+    if num_classes is None:
+        with torch.random.fork_rng(devices=[]):  # a shuffling loader draws its seed from the global stream
+            first = next(iter(loader), None)
+        num_classes = 2 if first is None else infer_num_classes(model, first[0])
     rank, world_size = rank_and_world_size()
     loader = shard(loader, rank, world_size)
     curves = [*attacks, WORST_CASE] if per_attack else [WORST_CASE]
