@@ -8,21 +8,19 @@ evaluation attacks (evaluation.attacks) are entries of the same form.
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 from advlab.attacks._core import check_eps, check_norm
 from advlab.attacks.perturbation import Perturbation
 from advlab.attacks.registry import build_attacks
 from advlab.callbacks import RobustGuard
-from advlab.classifier import AdversarialClassifier
+from advlab.classifier import AdversarialClassifier, config_loss, config_val_attack
 from advlab.data import CLASS_NAMES, checkpoint_classes, class_index
 from advlab.defenses import check_alpha
 from advlab.evaluation.pipeline import EvaluationSettings
-from advlab.models import MODELS, build_model
+from advlab.models import MODELS
 from advlab.models.adapter import parse_normalization
 from advlab.models.registry import check_target, targets
 from advlab.tracking import check_loggers
@@ -56,27 +54,6 @@ def classifier_config(cfg: DictConfig) -> dict:
         if robust_validation(cfg) else None,
         "channels_last": bool(cfg.training.channels_last), "compile": bool(cfg.training.compile),
     }
-
-
-def config_model(config: dict) -> nn.Module:
-    model = build_model(**config["model"])
-    if config.get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if config.get("compile") else model
-
-
-def config_loss(config: dict):
-    # _convert_="all" passes lists as Python lists.
-    return instantiate(config["loss"], _convert_="all")
-
-
-def config_optimizer(config: dict):
-    return instantiate(config["optimizer"])  # a factory params -> optimizer (_partial_: true)
-
-
-def config_val_attack(config: dict) -> Perturbation | None:
-    spec = config.get("val_attack")
-    return None if spec is None else Perturbation(spec["attack"], eps=spec["eps"], norm=spec["norm"])
 
 
 def build_classifier(cfg: DictConfig) -> AdversarialClassifier:

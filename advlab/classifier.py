@@ -19,14 +19,39 @@ pieces as plain hyperparameters (`config`), so a Lightning checkpoint rebuilds i
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from advlab.attacks.perturbation import Perturbation
 from advlab.defenses.mixed_loss import MixedLoss
+from advlab.models import build_model
 
 LR_SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+# The module's parts from plain values (advlab.build.classifier_config), so that a checkpoint's
+# hyperparameters alone rebuild it (load_from_checkpoint).
+def config_model(config: dict) -> nn.Module:
+    model = build_model(**config["model"])
+    if config.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if config.get("compile") else model
+
+
+def config_loss(config: dict):
+    # _convert_="all" passes lists as Python lists.
+    return instantiate(config["loss"], _convert_="all")
+
+
+def config_optimizer(config: dict):
+    return instantiate(config["optimizer"])  # a factory params -> optimizer (_partial_: true)
+
+
+def config_val_attack(config: dict) -> Perturbation | None:
+    spec = config.get("val_attack")
+    return None if spec is None else Perturbation(spec["attack"], eps=spec["eps"], norm=spec["norm"])
 
 
 class AdversarialClassifier(pl.LightningModule):
@@ -55,13 +80,11 @@ class AdversarialClassifier(pl.LightningModule):
         # load_from_checkpoint rebuilds them from `config` (or takes them as arguments).
         self.save_hyperparameters(ignore=["model", "perturbation", "optimizer", "loss", "val_attack"])
         if config is not None:
-            from advlab import build  # build imports this module
-
-            model = build.config_model(config) if model is None else model
+            model = config_model(config) if model is None else model
             if loss is None and perturbation is None:
-                loss = build.config_loss(config)
-            optimizer = optimizer or build.config_optimizer(config)
-            val_attack = val_attack or build.config_val_attack(config)
+                loss = config_loss(config)
+            optimizer = optimizer or config_optimizer(config)
+            val_attack = val_attack or config_val_attack(config)
         if model is None:
             raise ValueError("AdversarialClassifier needs a model, or config= to build one from")
         if lr_schedule not in LR_SCHEDULES:
