@@ -129,6 +129,10 @@ def check_config(cfg: DictConfig) -> None:
     settings = evaluation_settings(cfg)
     build_attacks(settings.attacks, norm=settings.norm)
     check_loggers(cfg)
+    if cfg.get("require_checkpoint") and not cfg.get("checkpoint"):
+        # (a `checkpoint: ???` in the experiment would not do: OmegaConf keeps config.yaml's null over it)
+        raise ValueError("checkpoint: this experiment evaluates a saved model; give checkpoint=PATH (advlab's "
+                         "model.pt, a state_dict .pt/.pth, .safetensors, a Lightning .ckpt) or checkpoint=pretrained")
     if cfg.get("checkpoint"):
         return
     # The training objects check their own arguments (an attack its norm: n-fgsm refuses l2).

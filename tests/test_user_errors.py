@@ -47,6 +47,8 @@ CASES = {
     "negative evaluation eps": ([*BASE, "evaluation.eps=[-0.1]"], "evaluation.eps must be a finite number >= 0"),
     "missing checkpoint": (["+experiment=evaluate", "checkpoint=/nonexistent/model.pt", *SMOKE, "logger=none"],
                            "checkpoint: no file at /nonexistent/model.pt"),
+    "no checkpoint to evaluate": (["+experiment=evaluate", *SMOKE, "logger=none"],
+                                  "checkpoint: this experiment evaluates a saved model; give checkpoint=PATH"),
     "corrupt checkpoint": None,
     "empty data folder": None,
     "truncated test archive": None,
