@@ -343,7 +343,8 @@ def _comparison_table(jobs: list[Job]) -> str:
 def sweep_report(sweep_dir: str | Path, jobs: list[Job]) -> str:
     """The HTML of a sweep's report (writes its heatmaps; shows the curves of write_sweep_summary)."""
     sweep_dir = Path(sweep_dir)
-    names = sorted({j.results.name or "?" for j in jobs})
+    # The experiment's name (config `name`), not each run's: in a multirun a run is named by its overrides too.
+    names = sorted({str(j.results.config.get("name") or j.results.name or "?") for j in jobs})
     body = [
         f"<h1>Sweep {_e(', '.join(names))}</h1>",
         f'<p class="meta">{_e(sweep_dir)} &middot; {len(jobs)} runs &middot; {_e(jobs[0].results.n_images)} test '

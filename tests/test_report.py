@@ -171,6 +171,18 @@ def test_sweep_report_links_runs_and_shows_the_grids(sweep_dir):
     assert str(Rate(30 - 2 * 3, 50)) in text  # job 3's worst case at eps=0.01
 
 
+def test_sweep_report_is_headed_by_the_experiment_not_by_each_runs_name(tmp_path, figures):
+    """In a multirun each run's name carries its overrides too (advlab.cli.run_name, for W&B); the sweep's heading
+    is the experiment's name from the runs' config."""
+    for job, alpha in enumerate((0.0, 0.5)):
+        run = replace(results("fgsm_defense", 0.01, alpha, [40, 30, 10]), name=f"fgsm_defense eps=0.01 alpha={alpha:g}")
+        (tmp_path / str(job)).mkdir()
+        run.save(tmp_path / str(job) / "results.json")
+    with contextlib.redirect_stdout(io.StringIO()):
+        text = report.sweep_report(tmp_path, sweep.job_results(tmp_path))
+    assert "<h1>Sweep fgsm_defense</h1>" in text and "<title>advlab sweep report: fgsm_defense</title>" in text
+
+
 def test_runs_are_labelled_by_what_the_sweep_varied():
     run = results("r", 0.01, 0.0, [40, 30, 10])
     jobs = [sweep.Job(str(i), replace(run, overrides=["+experiment=x", "logger=none", f"eps={e}", f"alpha={a}"]))
