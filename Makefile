@@ -9,7 +9,7 @@ BENCH_ARGS ?= --quick   # make bench BENCH_ARGS= for the full size
 ADVLAB_DATA ?= $(if $(wildcard ../shared/data/cifar10/test.npz),$(abspath ../shared/data/cifar10),$(abspath data))
 export ADVLAB_DATA
 
-.PHONY: study test test-fast bench install clean
+.PHONY: study test test-fast bench bench-eval install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test-fast: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/attacks.py $(BENCH_ARGS)
+	OMP_NUM_THREADS=1 $(PY) bench/evaluation.py $(BENCH_ARGS)
+
+# Standard AutoAttack vs fast mode vs the original AutoAttack on the zoo (docs/autoattack.md)
+bench-eval: $(VENV)/.installed
+	OMP_NUM_THREADS=1 $(PY) bench/evaluation.py $(BENCH_ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

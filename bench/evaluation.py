@@ -20,8 +20,9 @@ The zoo (the seed CNN unless said, each trained on 16k images in a few CPU-minut
                  (deterministic); its sampled form is randomised, skipped with the reason printed
 --quick: 100 images and three models (undefended, fast-at, quantized), a few minutes once trained.
 
-Timing: one thread by default (--threads), the three attacks of a model run one after the
-other in a rotating order in this one process; compare ratios, not seconds across runs.
+Timing: CPU seconds of this process (time.process_time), one thread by default (--threads), so a
+busy machine does not inflate them; the three attacks of a model run one after the other in a
+rotating order in this one process; compare ratios, not seconds across machines.
 """
 
 import argparse
@@ -230,9 +231,11 @@ def _cpu_name() -> str:
 
 
 def timed(fn):
-    start = time.perf_counter()
+    """fn's result and the CPU seconds this process spent on it (one thread: other load on the
+    machine does not inflate them, as it would wall time)."""
+    start = time.process_time()
     out = fn()
-    return out, time.perf_counter() - start
+    return out, time.process_time() - start
 
 
 def main(argv=None):
