@@ -234,6 +234,14 @@ def test_a_run_trains_and_evaluates_on_npz_arrays_of_100_classes_and_64x64(tmp_p
     model_args = read_checkpoint(out / "model.pt")["model"]
     assert model_args["num_classes"] == 100 and model_args["mean"] == data["mean"]
     assert (out / "confusion_matrix.png").stat().st_size > 0
+    # and its model.pt through +experiment=evaluate on the same CIFAR-100-shaped arrays, to a report
+    again = tmp_path / "evaluate"
+    evaluated = run(config("+experiment=evaluate", *SMOKE, "logger=none", "data=npz", f"data.test={test}",
+                           f"checkpoint={out / 'model.pt'}", "attack={name:square,queries:20}", "evaluation.eps=[0.0,0.01]",
+                           "evaluation.checks.enabled=false",
+                           f"+output_dir={again}"))
+    assert evaluated.clean == results.clean and len(evaluated.confusion) == 100
+    assert "<h1>" in (again / "report.html").read_text()
 
 
 @pytest.fixture(scope="module")
