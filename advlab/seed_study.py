@@ -168,8 +168,8 @@ def checks_section(models: dict[str, Results]) -> list[str]:
     """A PASS/WARN table of the evaluation checks per model, then the details of every WARN."""
     names = CHECK_NAMES
     lines = ["## Evaluation checks", "",
-             "After Carlini et al. 2019 (README, 'Reading the evaluation'). A WARN means the robust accuracy "
-             "above may come from the attack failing, not from robustness.", "",
+             "After Carlini et al. 2019 (docs/evaluation.md, 'Reading the evaluation'). A WARN means the robust "
+             "accuracy above may come from the attack failing, not from robustness.", "",
              "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     details = []
     for model, res in models.items():
