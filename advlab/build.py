@@ -23,6 +23,7 @@ from advlab.evaluation.pipeline import EvaluationSettings
 from advlab.models import MODELS
 from advlab.models.adapter import parse_normalization
 from advlab.models.registry import check_target, targets
+from advlab.objective import check_metric
 from advlab.tracking import check_loggers
 
 
@@ -127,7 +128,8 @@ def check_config(cfg: DictConfig) -> None:
     for e in cfg.evaluation.eps:
         check_eps(e, "evaluation.eps")
     settings = evaluation_settings(cfg)
-    build_attacks(settings.attacks, norm=settings.norm)
+    attacks = build_attacks(settings.attacks, norm=settings.norm)
+    check_metric(cfg, attacks)  # optimized_metric: what a sweeper optimizes, from what the run evaluates
     check_loggers(cfg)
     if cfg.get("require_checkpoint") and not cfg.get("checkpoint"):
         # (a `checkpoint: ???` in the experiment would not do: OmegaConf keeps config.yaml's null over it)

@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from advlab.build import check_config
 from advlab.errors import UserError
 from advlab.experiment import is_rank_zero, train_and_evaluate
+from advlab.objective import metric_value
 from advlab.seed_study import run_seed_study
 from advlab.training import resume_path
 
@@ -112,9 +113,16 @@ def prepare(cfg: DictConfig):
 
 
 def run(cfg: DictConfig):
-    """The run of cfg (what `python -m advlab` does, exceptions and all)."""
+    """The run of cfg (what `python -m advlab` does, exceptions and all): its results, or with
+    optimized_metric set, that number (a float: the objective of a Hydra sweeper such as Optuna)."""
     datamodule = prepare(cfg)
-    return TASKS[cfg.task](cfg, datamodule, run_dir_of(cfg))
+    results = TASKS[cfg.task](cfg, datamodule, run_dir_of(cfg))
+    if cfg.get("optimized_metric") is None:
+        return results
+    value = metric_value(cfg.optimized_metric, results)
+    if is_rank_zero():
+        print(f"optimized_metric: {value:.6g}")
+    return value
 
 
 def main(cfg: DictConfig):

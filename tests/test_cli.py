@@ -131,6 +131,7 @@ def test_same_seed_same_numbers(cifar_root, tmp_path):
     ("guard.action=panic", Exception, r"guard.action must be one of"),
     ("loss=trades loss.beta=-1", Exception, r"loss.beta"),
     ("training.ema_decay=0.999 guard.action=rollback", ValueError, r"guard.action=rollback .* training.ema_decay"),
+    ("optimized_metric=worst_case@0.5", ValueError, r"optimized_metric: eps=0.5 is not evaluated"),
 ])
 def test_bad_config_values_fail_early_with_the_key(override, error, match, tmp_path):
     cfg = config("+experiment=fgsm_defense", *SMOKE, "logger=none", *override.split(), f"+output_dir={tmp_path}")
