@@ -3,8 +3,8 @@
     python -m advlab +experiment=fgsm_defense eps=0.01
 
 The run folder (Hydra's output dir) receives model.pt, results.json, the figures and
-report.html; W&B receives the same tables and figures. Everything is rendered from one
-Results object, in memory.
+report.html; W&B receives the same tables and figures, and model.pt and report.html as
+artifacts. Everything is rendered from one Results object, in memory.
 """
 
 import time
@@ -95,6 +95,7 @@ def train_and_evaluate(cfg: DictConfig, datamodule, run_dir: Path, name: str, gr
         results.save(run_dir / "results.json")
         write_run_report(run_dir, results)
         tracking.log_results(logger, results, {k: run_dir / f for k, f in results.figures.items()})
+        tracking.log_artifacts(logger, run_dir, results.headline())  # model.pt and report.html
     finally:
         tracking.finish(logger)
     return results

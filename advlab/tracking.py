@@ -3,8 +3,9 @@
 W&B is offline by default, so no account or network is needed. Each trained or evaluated
 model is one W&B run; runs of one Hydra multirun share a group (the sweep folder), so the
 dashboard shows a sweep as a grid. `wandb sync <run_dir>/wandb/offline-run-*` uploads
-offline runs later. CSV (<run>/csv/metrics.csv) needs nothing installed; TensorBoard needs
-the tensorboard package, which advlab does not install.
+offline runs later. A run's model.pt and report.html are W&B artifacts of its run. CSV
+(<run>/csv/metrics.csv) needs nothing installed; TensorBoard needs the tensorboard package,
+which advlab does not install.
 """
 
 import os
@@ -110,6 +111,31 @@ def _log_results(run, results: Results, figures: dict[str, Path]) -> None:
     for attack, rates in rob.rates.items():
         for e, r in zip(rob.eps, rates):
             run.summary[f"eval/{attack}_acc@{e:g}"] = r.value
+
+
+# The run folder's files logged as W&B artifacts, and each one's artifact type.
+ARTIFACTS = {"model.pt": "model", "report.html": "report"}
+
+
+def log_artifacts(logger, run_dir: Path, metadata: dict | None = None) -> None:
+    """For each W&B logger among `logger`: the run's model.pt (when the run trained one) and report.html as
+    W&B artifacts `model-<run id>` (type model) and `report-<run id>` (type report), the run's headline
+    numbers (`metadata`) on each. model.pt is written once, so W&B references it in place (no copy);
+    report.html can be rewritten (python -m advlab.report), so W&B keeps a copy of this run's."""
+    for wandb_logger in _wandb_loggers(logger):
+        run = wandb_logger.experiment
+        for filename, kind in ARTIFACTS.items():
+            path = Path(run_dir) / filename
+            if path.is_file():
+                _log_artifact(run, path, kind, metadata)
+
+
+def _log_artifact(run, path: Path, kind: str, metadata: dict | None) -> None:
+    import wandb
+
+    artifact = wandb.Artifact(f"{kind}-{run.id}", type=kind, metadata=metadata or {})
+    artifact.add_file(str(path), name=path.name, policy="immutable" if kind == "model" else "mutable")
+    run.log_artifact(artifact)
 
 
 def finish(logger) -> None:

@@ -1,11 +1,15 @@
 """W&B: log_results renders a Results object (tables with intervals, the summary numbers, the figures); offline,
 a sweep's runs are named by their overrides, grouped by the sweep, and the offline run directory holds the
-accuracy-vs-eps table with the numbers of results.json, and the figures.
+accuracy-vs-eps table with the numbers of results.json, the figures, and model.pt and report.html as artifacts.
 The logger and callbacks groups: CSV curves, several loggers at once, any _target_ callback, the best checkpoint."""
 
+import base64
 import csv
+import hashlib
 import json
+import struct
 from importlib.util import find_spec
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,9 +75,37 @@ def test_log_results_renders_the_results_object(tmp_path):
     tracking.log_results(None, results, {})  # logger=none: nothing to do
 
 
+def _wandb_records(path):
+    """The protobuf records of an offline run file (run-*.wandb): W&B's LevelDB-style log of 32 KiB blocks,
+    after a 7-byte header; each chunk is crc (4 bytes), length (2), type (1: full, 2: first, 3: middle, 4: last)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos, chunks, records = path.read_bytes(), 32768, 7, [], []
+    assert data.startswith(b":W&B")
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if kind == 0:  # a block's zero padding
+            pos += left
+            continue
+        chunks.append(data[pos + 7:pos + 7 + length])
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(chunks))
+            records.append(record)
+            chunks = []
+    return records
+
+
+def _md5_b64(path) -> str:
+    return base64.b64encode(hashlib.md5(path.read_bytes()).digest()).decode()
+
+
 def test_offline_wandb_run_holds_the_table_and_figures(cifar_root, tmp_path):
     proc = advlab_cli("-m", "+experiment=fgsm_defense", *SMOKE, "logger=wandb", "eps=0.01", "alpha=0.5",
-                      f"hydra.sweep.dir={tmp_path}", env_extra={"ADVLAB_DATA": str(cifar_root)})
+                      f"hydra.sweep.dir={tmp_path}", env_extra={"ADVLAB_DATA": str(cifar_root),
+                                                              "WANDB_DATA_DIR": str(tmp_path / "wandb_data")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = tmp_path / "0"
     results = Results.load(job / "results.json")
@@ -92,6 +124,19 @@ def test_offline_wandb_run_holds_the_table_and_figures(cifar_root, tmp_path):
     record = next(run.glob("run-*.wandb")).read_bytes()
     assert b"fgsm_defense eps=0.01 alpha=0.5" in record
     assert tmp_path.name.encode() in record
+    # model.pt and report.html are artifacts of the run: their manifests name the files with their md5 digests
+    artifacts = {r.artifact.type: r.artifact for r in _wandb_records(next(run.glob("run-*.wandb")))
+                 if r.WhichOneof("record_type") == "artifact"}
+    assert {"model", "report"} <= set(artifacts)  # beside the run_table artifacts of the wandb.Tables
+    run_id = run.name.rsplit("-", 1)[1]
+    for kind, filename in (("model", "model.pt"), ("report", "report.html")):
+        artifact = artifacts[kind]
+        assert artifact.name == f"{kind}-{run_id}"
+        assert json.loads(artifact.metadata)["clean"] == results.clean.value
+        (entry,) = artifact.manifest.contents
+        assert (entry.path, entry.size, entry.digest) == (filename, (job / filename).stat().st_size,
+                                                          _md5_b64(job / filename))
+        assert _md5_b64(Path(entry.local_path)) == entry.digest  # the file W&B uploads on `wandb sync`
 
 
 @pytest.mark.parametrize("choice, loggers", [("logger=none", ["csv"]), ("logger=csv", ["csv"]),
