@@ -28,6 +28,7 @@ from advlab.build import check_config
 from advlab.errors import UserError
 from advlab.experiment import is_rank_zero, train_and_evaluate
 from advlab.objective import metric_value
+from advlab.results import Results
 from advlab.seed_study import run_seed_study
 from advlab.training import resume_path
 
@@ -112,11 +113,73 @@ def prepare(cfg: DictConfig):
     return datamodule
 
 
+def cpu_count() -> int:
+    """The cores this process may use (its CPU affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_job(launcher, cores: int) -> int | None:
+    """Torch threads for each job of a multirun run by `launcher` (the hydra.launcher config) on `cores` cores.
+
+    The joblib launcher (hydra/launcher=joblib or joblib_local) runs n_jobs jobs at once in worker
+    processes, each of which would otherwise take every core: each job gets cores // n_jobs threads
+    (at least 1), so jobs x threads never exceed the cores. n_jobs <= 0 is joblib's "all cores but
+    |n_jobs| - 1" (-1: all): that many jobs, one thread each. None: any other launcher (basic: one
+    job at a time; submitit: a job per allocation), which keeps torch's default."""
+    n_jobs = launcher.get("n_jobs")
+    if "joblib" not in str(launcher.get("_target_", "")).lower() or n_jobs is None:
+        return None
+    jobs = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+    return max(1, cores // jobs)
+
+
+def set_job_threads() -> int | None:
+    """At the start of a multirun's job: torch's threads for its launcher (threads_per_job), if any."""
+    threads = threads_per_job(HydraConfig.get().launcher, cpu_count()) if _multirun() else None
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+        if is_rank_zero():
+            print(f"advlab: {threads} torch thread(s) for this job (joblib launcher, {cpu_count()} cores)", flush=True)
+    return threads
+
+
+def finished_results(cfg: DictConfig, run_dir: Path) -> Results | None:
+    """A rerun multirun's finished job: the results of run_dir when they are complete, else None.
+
+    Complete: results.json loads (it is written atomically, last but the report: advlab.io), was
+    written for the same overrides, and when the job trains, model.pt is there too."""
+    if cfg.task != "experiment" or not (run_dir / "results.json").is_file():
+        return None
+    try:
+        results = Results.load(run_dir / "results.json")
+    except (OSError, ValueError):
+        return None
+    if results.overrides != run_overrides():
+        return None
+    if not cfg.get("checkpoint") and not (run_dir / "model.pt").is_file():
+        return None
+    return results
+
+
 def run(cfg: DictConfig):
     """The run of cfg (what `python -m advlab` does, exceptions and all): its results, or with
-    optimized_metric set, that number (a float: the objective of a Hydra sweeper such as Optuna)."""
-    datamodule = prepare(cfg)
-    results = TASKS[cfg.task](cfg, datamodule, run_dir_of(cfg))
+    optimized_metric set, that number (a float: the objective of a Hydra sweeper such as Optuna).
+
+    In a multirun, a job whose folder already holds complete results (a sweep rerun into the same
+    hydra.sweep.dir) is skipped: its results are read back, nothing is trained or evaluated."""
+    set_job_threads()
+    run_dir = run_dir_of(cfg)
+    results = finished_results(cfg, run_dir) if _multirun() else None
+    if results is not None:
+        with as_user_errors():
+            check_config(cfg)  # as in a fresh run: the rerun's optimized_metric, loggers, ... before its result
+        if is_rank_zero():
+            print(f"advlab: skipped (complete results): {run_dir / 'results.json'}", flush=True)
+    else:
+        datamodule = prepare(cfg)
+        results = TASKS[cfg.task](cfg, datamodule, run_dir)
     if cfg.get("optimized_metric") is None:
         return results
     value = metric_value(cfg.optimized_metric, results)
