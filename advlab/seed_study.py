@@ -105,7 +105,7 @@ def render_report(cfg: DictConfig, baseline: Results, defenses: dict[float, Resu
         "## 2-3. Untargeted attacks on the basic model: accuracy vs eps",
         "",
         f"PGD: {_pgd_steps(cfg)} steps of eps/4. 'worst case' counts an image as robust only if it "
-        "survives both attacks.",
+        f"survives every evaluated attack ({', '.join(baseline.attacks)}).",
         "",
         "| eps | FGSM study | FGSM advlab | PGD study | PGD advlab | worst case advlab |",
         "|---|---|---|---|---|---|",
@@ -145,7 +145,8 @@ def render_report(cfg: DictConfig, baseline: Results, defenses: dict[float, Resu
         "set after FGSM is applied to every image. It can exceed natural accuracy, and when it does the model "
         "has learned to read the label from the perturbation (label leaking, Kurakin et al. 2017) - a flag, "
         "not robustness. Robust accuracy counts an image only if it is correct clean and no attack fools it; "
-        "the worst case over FGSM and PGD is the number that counts.",
+        "the worst case over every evaluated attack (FGSM, PGD and, by default, AutoAttack-strength "
+        "autoattack-fast; the full autoattack where a gradient-masking check warned) is the number that counts.",
         "",
         "| train eps | natural study | natural advlab | perturbed study | perturbed advlab | robust FGSM "
         "| robust PGD | robust worst case | flag |",
