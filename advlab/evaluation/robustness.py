@@ -14,6 +14,7 @@ DDP) each rank evaluates its own shard and the counts are summed once at the end
 (advlab.evaluation.distributed), so every rank returns the numbers of the whole set.
 """
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -119,8 +120,7 @@ def evaluate_robustness(
     eps = sorted(check_eps(e, "evaluation.eps") for e in eps)
     device = _device(model)
     if num_classes is None:
-        with torch.random.fork_rng(devices=[]):  # a shuffling loader draws its seed from the global stream
-            first = next(iter(loader), None)
+        loader, first = _peek(loader)
         num_classes = 2 if first is None else infer_num_classes(model, first[0])
     rank, world_size = rank_and_world_size()
     loader = shard(loader, rank, world_size)
@@ -135,6 +135,16 @@ def evaluate_robustness(
         for x, y in _batches(loader, device):
             _count_batch(model, x, y, eps, attacks, targeted, target, per_attack, fgsm_all, counts, bar.update)
     return _results(counts.summed_over_ranks(), eps, fgsm_all, target)
+
+
+def _peek(loader: Iterable):
+    """(loader, its first batch or None), without losing that batch: a one-pass iterator (a generator)
+    gets it put back in front; a re-iterable loader is iterated once more from the start."""
+    if iter(loader) is loader:
+        first = next(loader, None)
+        return (loader if first is None else itertools.chain([first], loader)), first
+    with torch.random.fork_rng(devices=[]):  # a shuffling loader draws its seed from the global stream
+        return loader, next(iter(loader), None)
 
 
 def _total_units(loader, units_per_batch: int) -> int | None:
