@@ -22,6 +22,7 @@ from advlab.data import check_model_on_data, fill_data_config
 from advlab.evaluation.distributed import rank_and_world_size
 from advlab.evaluation.pipeline import evaluate
 from advlab.figures import write_figures
+from advlab.objective import metric_value
 from advlab.provenance import provenance
 from advlab.report import write_run_report
 from advlab.results import Results
@@ -94,7 +95,8 @@ def train_and_evaluate(cfg: DictConfig, datamodule, run_dir: Path, name: str, gr
         results.provenance = provenance(checkpoint)
         results.save(run_dir / "results.json")
         write_run_report(run_dir, results)
-        tracking.log_results(logger, results, {k: run_dir / f for k, f in results.figures.items()})
+        objective = metric_value(cfg.optimized_metric, results) if cfg.get("optimized_metric") is not None else None
+        tracking.log_results(logger, results, {k: run_dir / f for k, f in results.figures.items()}, objective)
         tracking.log_artifacts(logger, run_dir, results.headline())  # model.pt and report.html
     finally:
         tracking.finish(logger)

@@ -3,9 +3,10 @@
 W&B is offline by default, so no account or network is needed. Each trained or evaluated
 model is one W&B run; runs of one Hydra multirun share a group (the sweep folder), so the
 dashboard shows a sweep as a grid. `wandb sync <run_dir>/wandb/offline-run-*` uploads
-offline runs later. A run's model.pt and report.html are W&B artifacts of its run. CSV
-(<run>/csv/metrics.csv) needs nothing installed; TensorBoard needs the tensorboard package,
-which advlab does not install.
+offline runs later. A run's model.pt and report.html are W&B artifacts of its run; its
+objective (optimized_metric, when set) is summary["optimized_metric"], what a W&B sweep
+(conf/wandb_sweep.yaml) optimizes. CSV (<run>/csv/metrics.csv) needs nothing installed;
+TensorBoard needs the tensorboard package, which advlab does not install.
 """
 
 import os
@@ -81,11 +82,19 @@ def _rate_table(curves: Curves, value_name: str):
     return table
 
 
-def log_results(logger, results: Results, figures: dict[str, Path]) -> None:
+# The summary key of the run's objective (its optimized_metric, when set): what a W&B sweep's `metric.name` names
+# (conf/wandb_sweep.yaml).
+OBJECTIVE = "optimized_metric"
+
+
+def log_results(logger, results: Results, figures: dict[str, Path], objective: float | None = None) -> None:
     """For each W&B logger among `logger`: accuracy-vs-eps as a wandb.Table with a line plot, the headline
-    numbers as summary, figures as images. Other loggers (CSV, TensorBoard) keep the training curves only."""
+    numbers as summary, figures as images, and the run's objective (optimized_metric, when the run has one) as
+    summary[OBJECTIVE]. Other loggers (CSV, TensorBoard) keep the training curves only."""
     for wandb_logger in _wandb_loggers(logger):
         _log_results(wandb_logger.experiment, results, figures)
+        if objective is not None:
+            wandb_logger.experiment.summary[OBJECTIVE] = objective
 
 
 def _log_results(run, results: Results, figures: dict[str, Path]) -> None:

@@ -75,6 +75,17 @@ def test_log_results_renders_the_results_object(tmp_path):
     tracking.log_results(None, results, {})  # logger=none: nothing to do
 
 
+def test_log_results_writes_the_objective_under_a_stable_key():
+    """A run with optimized_metric set: its value is summary["optimized_metric"], the metric a W&B sweep
+    (conf/wandb_sweep.yaml) reads; without one, no such key."""
+    logger = FakeLogger()
+    tracking.log_results(logger, synthetic_results(), {}, objective=0.42)
+    assert tracking.OBJECTIVE == "optimized_metric" and logger.experiment.summary[tracking.OBJECTIVE] == 0.42
+    logger = FakeLogger()
+    tracking.log_results(logger, synthetic_results(), {})
+    assert tracking.OBJECTIVE not in logger.experiment.summary
+
+
 def _wandb_records(path):
     """The protobuf records of an offline run file (run-*.wandb): W&B's LevelDB-style log of 32 KiB blocks,
     after a 7-byte header; each chunk is crc (4 bytes), length (2), type (1: full, 2: first, 3: middle, 4: last)."""
@@ -104,6 +115,7 @@ def _md5_b64(path) -> str:
 
 def test_offline_wandb_run_holds_the_table_and_figures(cifar_root, tmp_path):
     proc = advlab_cli("-m", "+experiment=fgsm_defense", *SMOKE, "logger=wandb", "eps=0.01", "alpha=0.5",
+                      "optimized_metric={clean:0.5,worst_case@0.01:0.5}",
                       f"hydra.sweep.dir={tmp_path}", env_extra={"ADVLAB_DATA": str(cifar_root),
                                                               "WANDB_DATA_DIR": str(tmp_path / "wandb_data")})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -120,6 +132,12 @@ def test_offline_wandb_run_holds_the_table_and_figures(cifar_root, tmp_path):
             assert logged[(attack, eps)][0] == rate.value and logged[(attack, eps)][3] == rate.n
     images = {p.name.split("_1_")[0] for p in (run / "files" / "media" / "images" / "figures").glob("*.png")}
     assert {"accuracy_vs_eps", "confusion_matrix", "test_images", "examples_fgsm", "examples_pgd"} <= images
+    # the run's objective is in its summary under the key a W&B sweep's metric names (conf/wandb_sweep.yaml)
+    summary = {item.key: json.loads(item.value_json) for r in _wandb_records(next(run.glob("run-*.wandb")))
+               if r.WhichOneof("record_type") == "summary" for item in r.summary.update if item.key}
+    objective = 0.5 * results.clean.value + 0.5 * results.worst_case(0.01).value
+    assert summary[tracking.OBJECTIVE] == pytest.approx(objective)
+    assert summary["eval/clean_acc"] == results.clean.value
     # the run's name carries its overrides and its group is the sweep folder (both in the run record)
     record = next(run.glob("run-*.wandb")).read_bytes()
     assert b"fgsm_defense eps=0.01 alpha=0.5" in record
