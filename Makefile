@@ -31,6 +31,7 @@ test-fast: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/attacks.py $(BENCH_ARGS)
+	OMP_NUM_THREADS=1 $(PY) bench/training.py $(BENCH_ARGS)
 	OMP_NUM_THREADS=1 $(PY) bench/evaluation.py $(BENCH_ARGS)
 
 # Standard AutoAttack vs fast mode vs the original AutoAttack on the zoo (docs/autoattack.md)

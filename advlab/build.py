@@ -70,6 +70,7 @@ def training_callbacks(cfg: DictConfig, run_dir: Path | None = None) -> list:
     when robust validation is on, else val/acc; a ModelCheckpoint with `dirpath: null` writes into
     run_dir/checkpoints."""
     callbacks = []
+    no_bar = not OmegaConf.select(cfg, "trainer.enable_progress_bar", default=True)
     for key, node in (cfg.get("callbacks") or {}).items():
         if not node:
             continue
@@ -80,9 +81,12 @@ def training_callbacks(cfg: DictConfig, run_dir: Path | None = None) -> list:
             if run_dir is not None and "dirpath" in spec and spec["dirpath"] is None \
                     and issubclass(get_class(spec["_target_"]), pl.callbacks.ModelCheckpoint):
                 spec["dirpath"] = str(Path(run_dir) / "checkpoints")
-            callbacks.append(instantiate(spec))
+            callback = instantiate(spec)
         except (InstantiationException, ImportError, ValueError) as error:  # the constructor's own message, named by key
             raise ValueError(f"callbacks.{key}: {error.__cause__ or error}") from error
+        if no_bar and isinstance(callback, pl.callbacks.ProgressBar):
+            continue  # Lightning refuses a progress bar callback with the bar switched off
+        callbacks.append(callback)
     if cfg.training.ema_decay:
         callbacks.append(pl.callbacks.EMAWeightAveraging(decay=cfg.training.ema_decay))
     return callbacks

@@ -118,3 +118,26 @@ def test_measure_rotates_the_order_and_keeps_the_last_outputs():
     assert outputs == {"a": "a", "b": "b", "c": "c"}
     # the median of each way's own timings: at least its delay, and a way that does almost nothing still takes time
     assert times["a"] > 0 and times["b"] >= delay["b"] and times["c"] >= delay["c"], times
+
+
+@pytest.mark.slow  # runs bench/training.py in a subprocess
+def test_training_bench_reports_both_sides_and_the_ratio(cifar_root, tmp_path):
+    out = tmp_path / "training.json"
+    env = {**os.environ, "ADVLAB_DATA": str(cifar_root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "training.py"), "--batches", "10", "--repeats", "1",
+                           "--kinds", "clean,fgsm", "--json", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["timed_batches"] == 5 and data["batch_size"] == 128
+    for kind in ("clean", "fgsm"):
+        row = data["kinds"][kind]
+        assert set(row["images_per_second"]) == {"plain", "lightning"}
+        assert row["ratio"] == pytest.approx(row["images_per_second"]["lightning"] / row["images_per_second"]["plain"])
+        assert all(v > 0 for v in row["images_per_second"].values())
+        assert f"{kind:8}" in proc.stdout
+    # FGSM does two passes per batch: it cannot be as fast as clean training on either side
+    assert data["kinds"]["fgsm"]["images_per_second"]["plain"] < data["kinds"]["clean"]["images_per_second"]["plain"]
+    bad = subprocess.run([sys.executable, str(REPO / "bench" / "training.py"), "--kinds", "pgd99"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--kinds: unknown ['pgd99']" in bad.stderr

@@ -7,6 +7,7 @@ import base64
 import csv
 import hashlib
 import json
+import re
 import struct
 from importlib.util import find_spec
 from pathlib import Path
@@ -130,7 +131,9 @@ def test_offline_wandb_run_holds_the_table_and_figures(cifar_root, tmp_path):
         for eps, rate in zip(results.eps, rates):
             assert logged[(attack, eps)] == pytest.approx((rate.value, *rate.ci95, rate.n))
             assert logged[(attack, eps)][0] == rate.value and logged[(attack, eps)][3] == rate.n
-    images = {p.name.split("_1_")[0] for p in (run / "files" / "media" / "images" / "figures").glob("*.png")}
+    # W&B names a logged image KEY_STEP_HASH.png
+    images = {re.sub(r"_\d+_[0-9a-f]+\.png$", "", p.name)
+              for p in (run / "files" / "media" / "images" / "figures").glob("*.png")}
     assert {"accuracy_vs_eps", "confusion_matrix", "test_images", "examples_fgsm", "examples_pgd"} <= images
     # the run's objective is in its summary under the key a W&B sweep's metric names (conf/wandb_sweep.yaml)
     summary = {item.key: json.loads(item.value_json) for r in _wandb_records(next(run.glob("run-*.wandb")))
@@ -176,13 +179,17 @@ def test_tensorboard_without_the_package_is_refused_up_front():
 
 
 def test_callbacks_group():
-    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
     from advlab.build import training_callbacks
     from advlab.callbacks import RobustGuard
 
     made = training_callbacks(config("+experiment=fgsm_defense", "guard.patience=3"))
-    assert [type(c) for c in made] == [ModelCheckpoint, LearningRateMonitor, RobustGuard]
+    assert [type(c) for c in made] == [ModelCheckpoint, LearningRateMonitor, RobustGuard, TQDMProgressBar]
+    assert made[3].refresh_rate == 10
+    # the bar switched off: no bar callback (Lightning would refuse one)
+    no_bar = training_callbacks(config("+experiment=fgsm_defense", "trainer.enable_progress_bar=false"))
+    assert [type(c) for c in no_bar] == [ModelCheckpoint, LearningRateMonitor, RobustGuard]
     assert made[0].monitor == "val/adv_acc" and made[2].patience == 3  # robust validation on: the robust accuracy
     assert training_callbacks(config("+experiment=fgsm_defense", "eps=0"))[0].monitor == "val/acc"
     assert training_callbacks(config("callbacks=none")) == []

@@ -116,3 +116,44 @@ def test_validation_accuracies_are_torchmetrics_over_every_image(tiny_model):
         assert logged["val/adv_acc"] == pytest.approx((tiny_model(x_adv).argmax(1) == y[:8]).float().mean().item())
     assert {k: type(m) for k, m in module.accuracy.items()} == {"val": MulticlassAccuracy, "val_adv": MulticlassAccuracy}
     assert module.accuracy["val"].num_classes == 10  # read off the model's output
+
+
+def _fit_logged(tmp_path, monkeypatch=None, always_log=False):
+    """A linear model fitted with lr 0 (fixed weights) for 2 epochs of 3 uneven batches, logged to CSV
+    every 2 steps; returns the module, the images and the CSV rows."""
+    import csv
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import CSVLogger
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.rand(10, 3, 4, 4, generator=g), torch.randint(0, 3, (10,), generator=g)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 3))
+    module = AdversarialClassifier(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.0), lr_schedule="constant")
+    if always_log:
+        monkeypatch.setattr(AdversarialClassifier, "_writes_step_logs", lambda self: True)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=CSVLogger(tmp_path), log_every_n_steps=2,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True))
+    with open(next(tmp_path.rglob("metrics.csv"))) as f:
+        return module, x, y, list(csv.DictReader(f))
+
+
+def test_training_accuracy_is_a_torchmetrics_epoch_value_and_the_loss_keeps_every_written_step(tmp_path, monkeypatch):
+    """train/clean_acc: one value per epoch over all the epoch's images (weights fixed here, so it is the
+    model's accuracy on the 10 images), reset between epochs; train/loss is logged on exactly the steps
+    Lightning writes (log_every_n_steps), the same steps as when it is logged on every step."""
+    module, x, y, rows = _fit_logged(tmp_path / "gated")
+    with torch.no_grad():
+        expected = (module.model(x).argmax(1) == y).float().mean().item()
+    epochs = [row for row in rows if row["train/clean_acc"]]
+    assert [int(row["epoch"]) for row in epochs] == [0, 1]
+    assert all(float(row["train/clean_acc"]) == pytest.approx(expected) for row in epochs)
+    assert module.accuracy["train_clean"]._update_count == 0, "reset after each epoch"
+    loss_steps = [int(row["step"]) for row in rows if row["train/loss"]]
+    assert loss_steps == [1, 3, 5]
+    *_, every_step = _fit_logged(tmp_path / "always", monkeypatch, always_log=True)
+    assert [int(row["step"]) for row in every_step if row["train/loss"]] == loss_steps
