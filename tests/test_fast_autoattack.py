@@ -107,6 +107,43 @@ def test_honest_model_escalates_only_near_misses(pixel_model, batch):
     assert not any(lazy.escalated) and "autoattack" not in lazy.seconds
 
 
+def test_escalation_runs_only_what_fast_mode_skipped(pixel_model, batch, monkeypatch):
+    """An escalated image gets the part of AutoAttack fast mode did not run: near misses (boundary) the
+    APGD-T targets after the first n_target_classes and FAB-T; disagreements also the full Square; images
+    with a flat gradient (or a masked model's, masked_escalation="autoattack") the whole ensemble."""
+    import importlib
+
+    import advlab.attacks.fast as fast_module
+
+    aa_module = importlib.import_module("advlab.attacks.autoattack")  # the package exports a function of that name
+    groups = list(fast_module._escalation_groups(["", "boundary", "flat", "disagree", "boundary", "masked"], 3))
+    assert groups == [([5], ("apgd-ce", "apgd-t", "fab-t", "square"), 1),
+                      ([2], ("apgd-ce", "apgd-t", "fab-t", "square"), 1),
+                      ([3], ("apgd-t", "fab-t", "square"), 4),
+                      ([1, 4], ("apgd-t", "fab-t"), 4)]
+
+    runs, targets = [], []
+    real_run, real_targeted = fast_module.run_ensemble, aa_module._apgd_targeted
+
+    def spy_run(model, x, y, eps, stages, **kwargs):
+        runs.append((len(x), [name for name, _ in stages]))
+        return real_run(model, x, y, eps, stages, **kwargs)
+
+    def spy_targeted(*args, first_target=1, **kwargs):
+        targets.append(first_target)
+        return real_targeted(*args, first_target=first_target, **kwargs)
+
+    monkeypatch.setattr(fast_module, "run_ensemble", spy_run)
+    monkeypatch.setattr(aa_module, "_apgd_targeted", spy_targeted)
+    x = batch
+    y = predict(pixel_model, x)
+    _, stages = fast_autoattack(pixel_model, x, y, 0.002, return_stages=True, boundary=1.0, **SMALL)
+    near = sum(1 for e in stages.escalated if e == "boundary")
+    assert near and (near, ["apgd-t", "fab-t"]) in runs
+    assert all(names in (["apgd-t", "fab-t"], ["apgd-t", "fab-t", "square"]) for _, names in runs)
+    assert targets and set(targets) == {SMALL["n_target_classes"] + 1}  # the targets fast mode attacked are skipped
+
+
 def test_bad_settings_name_themselves(pixel_model, batch):
     y = predict(pixel_model, batch)
     for bad, name in (({"boundary": 1.5}, "boundary"), ({"masking_share": -0.1}, "masking_share"),

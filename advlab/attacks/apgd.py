@@ -198,8 +198,11 @@ def _apgd(fast, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, c
 
 
 def _apgd_targeted(fast, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, n_target_classes: int,
-                   restarts: int, run: "_RunConfig"):
+                   restarts: int, run: "_RunConfig", first_target: int = 1):
     """APGD-T on x given the model's clean outputs; returns (points, fooled per image).
+
+    The targets are the classes ranked first_target ... n_target_classes by clean output after the
+    top one (first_target > 1: the ones before were attacked already, e.g. by fast mode).
 
     The untargeted DLR that picks, among the targets, the point kept for an image never fooled
     is computed from the outputs the runs recorded at their returned points (no extra forward).
@@ -207,7 +210,7 @@ def _apgd_targeted(fast, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, 
     fooled = _fooled(clean, y, None)
     ranked = clean.argsort(1, descending=True)
     x_adv, best_score = x.clone(), torch.full_like(y, -math.inf, dtype=clean.dtype)
-    for k in range(1, n_target_classes + 1):  # column k of `ranked` is the (k+1)-th highest class
+    for k in range(first_target, n_target_classes + 1):  # column k of `ranked` is the (k+1)-th highest class
         attacked = ~fooled
         if not attacked.any():
             break

@@ -95,25 +95,37 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
     check_images(x, y)
     steps, queries = check_steps(steps), check_int(queries, "queries", 1)
+    if x.shape[0] == 0:
+        x = x.detach()
+        return (x.clone(), []) if return_stages else x.clone()
+    if version == "standard":
+        stages = _standard_stages(norm, seed, steps, queries, eps)
+    else:
+        stages = _rand_stages(model, norm, seed, steps, eps, bool(bf16))
+    return run_ensemble(model, x, y, eps, stages, return_stages=return_stages, bf16=bool(bf16),
+                        randomised=version == "rand")
+
+
+def run_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, stages, return_stages=False,
+                 bf16: bool = False, randomised: bool = False):
+    """The per-image worst case over `stages` ((name, stage) as _standard_stages returns them), each on the
+    images still robust, sharing one clean forward pass: autoattack's loop, also run by fast mode's escalation
+    on part of the ensemble. randomised: a fresh forward pass of every point decides (the rand version)."""
     x = x.detach()
     x_adv = x.clone()
-    if x.shape[0] == 0:
-        return (x_adv, []) if return_stages else x_adv
     with eval_mode(model):
-        fast, clean = prepare_model(model, x, bf16=bool(bf16))
+        fast, clean = prepare_model(model, x, bf16=bf16)
         robust = clean.argmax(1) == y
         broken_by = ["" if r else "clean" for r in robust.tolist()]
         if eps == 0:
             return (x_adv, broken_by) if return_stages else x_adv
-        stages = (_standard_stages(norm, seed, steps, queries, eps) if version == "standard"
-                  else _rand_stages(model, norm, seed, steps, eps, bool(bf16)))
         for name, stage in stages:
             idx = robust.nonzero().squeeze(1)
             if len(idx) == 0:
                 break
             candidate, claimed = stage(fast, x[idx], y[idx], clean[idx])
             with torch.no_grad():
-                if version == "standard":
+                if not randomised:
                     # confirm only what the stage reports fooled: the others are returned as x anyway
                     sel = claimed.nonzero().squeeze(1)
                     fooled = torch.zeros_like(claimed)
@@ -128,9 +140,10 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
     return (x_adv, broken_by) if return_stages else x_adv
 
 
-def _standard_stages(norm: str, seed, steps: int, queries: int, eps: float):
+def _standard_stages(norm: str, seed, steps: int, queries: int, eps: float, first_target: int = 1):
     """(name, stage(fast_model, x, y, clean_outputs) -> (points, fooled)) of the standard version:
-    the same attacks and settings as `autoattack_stages`, sharing the clean outputs."""
+    the same attacks and settings as `autoattack_stages`, sharing the clean outputs. first_target > 1:
+    APGD-T skips the targets ranked before it (fast mode's escalation, where they were attacked)."""
 
     def apgd_ce(fast, x, y, clean):
         run = _RunConfig(eps, norm, steps, cross_entropy, rho=0.75, momentum=0.75, success_is_target=False,
@@ -141,7 +154,7 @@ def _standard_stages(norm: str, seed, steps: int, queries: int, eps: float):
         n_targets = check_n_target_classes(min(9, clean.shape[1] - 1), clean.shape[1])  # 9, or every other class
         run = _RunConfig(eps, norm, steps, dlr, rho=0.75, momentum=0.75, success_is_target=False,
                          generator=make_generator(seed, x.device))
-        return _apgd_targeted(fast, x, y, clean, n_targets, 1, run)
+        return _apgd_targeted(fast, x, y, clean, n_targets, 1, run, first_target=first_target)
 
     def fab_t(fast, x, y, clean):
         n_targets = check_n_target_classes(min(9, clean.shape[1] - 1), clean.shape[1])
