@@ -104,7 +104,7 @@ def fast_autoattack(
     queries: int = 500,
     masking_share: float = 0.05,
     masked_escalation: str = "square",
-    boundary: float = 0.02,
+    boundary: float = 0.05,
     disagreement: float = 0.5,
     full_queries: int = 5000,
     escalate: bool = True,
