@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 import advlab.training as training  # noqa: E402
 from advlab.build import build_classifier  # noqa: E402
 from advlab.data import to_unit_float  # noqa: E402
+from advlab.tracking import make_logger  # noqa: E402
 
 SKIPPED = 5  # batches before the timed window
 TARGET = 0.9
@@ -76,19 +77,17 @@ def lightning(cfg, datamodule) -> float:
     training.training_callbacks = lambda *a: [*plain_callbacks(*a), stamps]
     try:
         with tempfile.TemporaryDirectory() as run_dir:
-            training.train_model(cfg, datamodule, Path(run_dir), training_logger(cfg, Path(run_dir)))
-            end = time.process_time()  # the last batch ends before the epoch's checkpoint: close enough
+            training.train_model(cfg, datamodule, Path(run_dir), make_logger(cfg, Path(run_dir), "bench"))
     finally:
         training.training_callbacks = plain_callbacks
-    window = stamps.times[SKIPPED:]
-    # from the first timed batch's start to the last batch's start: len(window) - 1 whole batches
-    return (window[-1] - window[0]) / (len(window) - 1) if len(window) > 1 else end - window[0]
+    return _per_batch(stamps.times)
 
 
-def training_logger(cfg, run_dir: Path):
-    from advlab.tracking import make_logger
-
-    return make_logger(cfg, run_dir, "bench")
+def _per_batch(starts: list[float]) -> float:
+    """Seconds per batch from the batches' start times, after the first SKIPPED: from the first timed
+    batch's start to the last one's, len(window) - 1 whole batches (--batches > SKIPPED + 1)."""
+    window = starts[SKIPPED:]
+    return (window[-1] - window[0]) / (len(window) - 1)
 
 
 def plain(cfg, datamodule) -> float:
@@ -112,8 +111,7 @@ def plain(cfg, datamodule) -> float:
         loss.backward()
         optimizer.step()
         scheduler.step()
-    window = times[SKIPPED:]
-    return (window[-1] - window[0]) / (len(window) - 1)
+    return _per_batch(times)
 
 
 def measure(kinds, data_root: str, batches: int, repeats: int) -> dict:
@@ -123,10 +121,10 @@ def measure(kinds, data_root: str, batches: int, repeats: int) -> dict:
         order = list(sides) if r % 2 == 0 else list(sides)[::-1]
         for kind in kinds:
             cfg = run_config(kind, data_root, batches)
+            batch_size = cfg.data.batch_size
             for side in order:
                 datamodule = instantiate(cfg.data)
                 per_batch[kind][side].append(sides[side](cfg, datamodule))
-    batch_size = run_config(kinds[0], data_root, batches).data.batch_size
     rows = {}
     for kind, seconds in per_batch.items():
         rate = {side: batch_size / statistics.median(v) for side, v in seconds.items()}

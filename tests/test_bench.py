@@ -136,8 +136,6 @@ def test_training_bench_reports_both_sides_and_the_ratio(cifar_root, tmp_path):
         assert row["ratio"] == pytest.approx(row["images_per_second"]["lightning"] / row["images_per_second"]["plain"])
         assert all(v > 0 for v in row["images_per_second"].values())
         assert f"{kind:8}" in proc.stdout
-    # FGSM does two passes per batch: it cannot be as fast as clean training on either side
-    assert data["kinds"]["fgsm"]["images_per_second"]["plain"] < data["kinds"]["clean"]["images_per_second"]["plain"]
     bad = subprocess.run([sys.executable, str(REPO / "bench" / "training.py"), "--kinds", "pgd99"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--kinds: unknown ['pgd99']" in bad.stderr

@@ -234,8 +234,9 @@ def _escalation_groups(reason: list[str], n_target_classes: int):
     APGD-CE and the first n_target_classes APGD-T targets already ran on the images sent here (except
     flat ones), with the same budget.
     """
-    plans = {"masked": (("apgd-ce", "apgd-t", "fab-t", "square"), 1),  # masked_escalation="autoattack"
-             "flat": (("apgd-ce", "apgd-t", "fab-t", "square"), 1),
+    everything = ("apgd-ce", "apgd-t", "fab-t", "square")
+    plans = {"masked": (everything, 1),  # masked_escalation="autoattack"
+             "flat": (everything, 1),
              "disagree": (("apgd-t", "fab-t", "square"), n_target_classes + 1),
              "boundary": (("apgd-t", "fab-t"), n_target_classes + 1)}
     for why, (stage_names, first_target) in plans.items():
