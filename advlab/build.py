@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from advlab.attacks._core import check_eps, check_norm
 from advlab.attacks.perturbation import Perturbation
 from advlab.attacks.registry import build_attacks
+from advlab.budget import TrainingBudget
 from advlab.callbacks import RobustGuard
 from advlab.classifier import AdversarialClassifier, config_loss, config_val_attack
 from advlab.data import CLASS_NAMES, checkpoint_classes, class_index
@@ -60,7 +61,9 @@ def classifier_config(cfg: DictConfig) -> dict:
 def build_classifier(cfg: DictConfig) -> AdversarialClassifier:
     """The LightningModule of cfg: model, training loss, optimizer, robust validation check."""
     num_classes = OmegaConf.select(cfg, "data.num_classes", default=None) or cfg.model.get("num_classes")
-    return AdversarialClassifier(config=classifier_config(cfg), lr_schedule=cfg.lr_schedule,
+    # With a time budget the schedule runs on the clock (advlab.budget.TrainingBudget sets the rate), not on steps.
+    lr_schedule = "constant" if cfg.training.minutes else cfg.lr_schedule
+    return AdversarialClassifier(config=classifier_config(cfg), lr_schedule=lr_schedule,
                                  val_attack_batches=cfg.validation.batches, seed=cfg.seed, num_classes=num_classes)
 
 
@@ -87,6 +90,8 @@ def training_callbacks(cfg: DictConfig, run_dir: Path | None = None) -> list:
         if no_bar and isinstance(callback, pl.callbacks.ProgressBar):
             continue  # Lightning refuses a progress bar callback with the bar switched off
         callbacks.append(callback)
+    if cfg.training.minutes:
+        callbacks.append(TrainingBudget(cfg.training.minutes, cfg.lr_schedule, cfg.training.pct_start))
     if cfg.training.ema_decay:
         callbacks.append(pl.callbacks.EMAWeightAveraging(decay=cfg.training.ema_decay))
     return callbacks

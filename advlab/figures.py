@@ -30,6 +30,10 @@ def write_figures(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
                 title=f"{title} {name.upper()}: prediction and confidence per eps (red = wrong)".strip())
     if results.convergence:
         figures["convergence"] = plots.convergence(results.convergence, run_dir / "convergence.png", title=title)
+    curve = (results.training or {}).get("curve")
+    if curve and curve["points"]:
+        figures["time_to_robustness"] = plots.time_to_robustness(
+            {"advlab": curve["points"]}, run_dir / "time_to_robustness.png", title=title, eps=curve["eps"])
     if results.targeted:
         t = results.targeted
         figures["targeted_success_vs_eps"] = plots.rate_curves(

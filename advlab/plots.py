@@ -85,6 +85,30 @@ def rate_curves(eps: Sequence[float], curves: dict[str, Sequence[Rate]], path, y
     return _save(fig, path)
 
 
+def time_to_robustness(curves: dict[str, Sequence[dict]], path, title: str = "", eps: float | None = None):
+    """Accuracy against training wall time, airbench-style: per curve (a label -> its points, each with
+    `seconds`, `clean` and `robust` Rate dicts) robust accuracy as a solid line and clean as a dashed one
+    in the same colour, each with its 95% interval as a band."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, (label, points) in enumerate(curves.items()):
+        minutes = [p["seconds"] / 60 for p in points]
+        for key, style in (("robust", "-"), ("clean", "--")):
+            rates = [Rate.from_dict(p[key]) for p in points]
+            ax.plot(minutes, [100 * r.value for r in rates], style, marker="o", color=f"C{i}", label=f"{label}: {key}")
+            ax.fill_between(minutes, [100 * r.ci95[0] for r in rates], [100 * r.ci95[1] for r in rates],
+                            color=f"C{i}", alpha=0.15)
+    ax.set_xlabel("training wall time (minutes)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    n = next((p["robust"]["n"] for points in curves.values() for p in points), 0)
+    at = f" at eps {eps:.4g}" if eps is not None else ""
+    ax.set_title(f"{title} time to robustness{at} (n = {n}, 95% CI bands)".strip())
+    return _save(fig, path)
+
+
 def _unit(image: torch.Tensor) -> torch.Tensor:
     return image.float() / 255 if image.dtype == torch.uint8 else image.float()
 

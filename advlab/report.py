@@ -38,6 +38,7 @@ REPORT = "report.html"
 # Headings of a run's figures; examples_* and unknown keys get theirs from the key.
 FIGURES = {
     "accuracy_vs_eps": "Accuracy under attack vs eps",
+    "time_to_robustness": "Time to robustness: clean and robust accuracy against training wall time",
     "targeted_success_vs_eps": "Targeted success vs eps",
     "convergence": "Attack convergence: loss and margin per iteration, one image's path through the eps-ball",
     "confusion_matrix": "Confusion matrix (clean test images)",
@@ -187,7 +188,7 @@ def _checks_table(checks: list[Check]) -> str:
 def _run_figures(run_dir: Path, figures: dict[str, str]) -> list[str]:
     """Curves first, then the attacked images, the confusion matrix, the test images, anything else."""
     examples = sorted(k for k in figures if k.startswith("examples_"))
-    order = ["accuracy_vs_eps", "targeted_success_vs_eps", "convergence", *examples, "confusion_matrix",
+    order = ["accuracy_vs_eps", "time_to_robustness", "targeted_success_vs_eps", "convergence", *examples, "confusion_matrix",
              "test_images"]
     keys = [k for k in order if k in figures] + [k for k in figures if k not in order]
     out = []

@@ -5,11 +5,14 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from advlab.budget import TrainingBudget
 from advlab.build import build_classifier, plain, training_callbacks
 from advlab.callbacks import RobustGuard
+from advlab.curve import RobustnessCurve, curve_images
 from advlab.checkpoint import save_checkpoint
 from advlab.errors import UserFileError
 from advlab.evaluation.distributed import rank_and_world_size
@@ -25,6 +28,26 @@ def resume_path(resume) -> Path | None:
         raise UserFileError(f"resume: no checkpoint at {path} (give a run folder with checkpoints/last.ckpt, "
                             "or the .ckpt file)")
     return path
+
+
+def fast_bf16(device: str) -> bool:
+    """Whether `device` computes in bfloat16 natively: a CUDA GPU that supports it, a CPU with AMX or AVX512-BF16
+    (where oneDNN's bf16 convolutions ran 2.5-3.6x faster than float32 ones; docs/speedrun.md). Elsewhere bf16 is
+    emulated and slower than float32."""
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, hence looked up with a default
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def trainer_precision(precision, accelerator: str = "auto"):
+    """trainer.precision as Lightning takes it; "auto": "bf16-mixed" where the training device computes in bf16
+    natively (fast_bf16), else "32-true". Attacks inside training_step run under the same autocast; the
+    evaluation of the trained model is always float32 (evaluation.bf16)."""
+    if precision != "auto":
+        return precision
+    device = "cuda" if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") else "cpu"
+    return "bf16-mixed" if fast_bf16(device) else "32-true"
 
 
 def train_model(cfg: DictConfig, datamodule, run_dir: Path, logger=None) -> tuple[nn.Module, dict]:
@@ -44,12 +67,16 @@ def train_model(cfg: DictConfig, datamodule, run_dir: Path, logger=None) -> tupl
     if not loggers:  # nothing to write the learning rate to (Lightning would refuse the monitor)
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     guard = next((c for c in callbacks if isinstance(c, RobustGuard)), None)
+    budget = next((c for c in callbacks if isinstance(c, TrainingBudget)), None)
+    curve = time_to_robustness(cfg, datamodule, budget)
+    if curve is not None:  # last: its final point is taken after weight averaging has put its average in place
+        callbacks.append(curve)
     # checkpoints/last.ckpt after every epoch: what `resume=RUN_DIR` continues from.
     # (top-1 without a monitor keeps the newest; save_last alone would write only when training ends)
     last = pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                                         enable_version_counter=False)
     trainer = pl.Trainer(
-        **cfg.trainer,
+        **{**cfg.trainer, "precision": trainer_precision(cfg.trainer.precision, cfg.trainer.accelerator)},
         logger=loggers or False,
         callbacks=[*callbacks, last],
         inference_mode=False,  # validation runs attacks, which need gradients
@@ -68,7 +95,21 @@ def train_model(cfg: DictConfig, datamodule, run_dir: Path, logger=None) -> tupl
         "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
         "guard": guard.summary() if guard is not None else None,
     }
+    if budget is not None:
+        info["budget"] = budget.summary()
+    if curve is not None:
+        info["curve"] = curve.summary()
     return model.eval(), info
+
+
+def time_to_robustness(cfg: DictConfig, datamodule, budget: TrainingBudget | None) -> RobustnessCurve | None:
+    """The time-to-robustness curve of training.curve (advlab.curve), on a budgeted run; None when off."""
+    spec = cfg.training.curve
+    if budget is None or not spec.points:
+        return None
+    images, labels = curve_images(datamodule, spec.n_images)
+    return RobustnessCurve(budget, images, labels, eps=cfg.eps, attacks=plain(spec.attacks), points=plain(spec.points),
+                           norm=cfg.norm, seed=cfg.seed, batch_size=cfg.data.eval_batch_size)
 
 
 def save_model(path: Path, model: nn.Module, cfg: DictConfig, training: dict, metrics: dict) -> None:

@@ -7,6 +7,8 @@ choice). With one perturbation this is the study's formula; with several (say FG
 and PGD) it is the study's proposed l' = a0 l(x) + a1 l(p1(x)) + ... + an l(pn(x)),
 with a0 = alpha swept by Hydra and the rest shared by the relative weights w.
 Only terms with non-zero weight are computed, so alpha = 0 costs no clean forward pass.
+`label_smoothing` s trains every term toward (1 - s) on the label plus s / K on every class (torch's
+definition; Szegedy et al. 2016); the perturbations themselves are found with the plain loss.
 """
 
 import math
@@ -42,8 +44,11 @@ class MixedLoss:
     name ("clean", "adv", or "adv<i>_<perturbation>" when there are several) to the model output."""
 
     def __init__(self, alpha: float = 1.0, perturbations: Sequence[Perturbation] = (),
-                 weights: Sequence[float] | None = None):
+                 weights: Sequence[float] | None = None, label_smoothing: float = 0.0):
         self.alpha = check_alpha(alpha)
+        self.label_smoothing = float(label_smoothing)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"loss.label_smoothing must be in [0, 1), got {label_smoothing}")
         weights = _relative_weights(weights, len(perturbations)) if perturbations else []
         kept = [(p, w) for p, w in zip(perturbations, weights) if not isinstance(p, NoPerturbation)]
         total = sum(w for _, w in kept)
@@ -66,8 +71,9 @@ class MixedLoss:
         loss, outputs = x.new_zeros(()), {}
         for name, weight, _ in self.terms:
             outputs[name] = model(inputs[name])
-            loss = loss + weight * F.cross_entropy(outputs[name], y)
+            loss = loss + weight * F.cross_entropy(outputs[name], y, label_smoothing=self.label_smoothing)
         return loss, outputs
 
     def __repr__(self) -> str:
-        return "MixedLoss(" + ", ".join(f"{w:g} * {name}: {p!r}" for name, w, p in self.terms) + ")"
+        smoothing = f", label_smoothing={self.label_smoothing:g}" if self.label_smoothing else ""
+        return "MixedLoss(" + ", ".join(f"{w:g} * {name}: {p!r}" for name, w, p in self.terms) + smoothing + ")"
