@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from advlab.attacks import _core, pgd
-from advlab.attacks.apgd import apgd, apgd_targeted, checkpoint_schedule
+from advlab.attacks.apgd import apgd, apgd_targeted, halving_points
 from advlab.attacks.losses import cross_entropy
 from helpers import assert_in_ball
 
@@ -26,10 +26,10 @@ def clean_labels(model, x):
 
 def test_checkpoint_schedule_matches_the_formula_by_hand():
     # p = 0, .22, .41 (+.19), .57 (+.16), .70 (+.13), .80 (+.10), .87 (+.07), .93 (+.06), .99 (+.06); 1.05 > 1 stops.
-    assert checkpoint_schedule(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
-    assert checkpoint_schedule(1000) == [0, 220, 410, 570, 700, 800, 870, 930, 990]
+    assert halving_points(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
+    assert halving_points(1000) == [0, 220, 410, 570, 700, 800, 870, 930, 990]
     for steps in (1, 2, 5, 20):
-        w = checkpoint_schedule(steps)
+        w = halving_points(steps)
         assert w[0] == 0 and w[-1] <= steps and w == sorted(set(w))
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from advlab.attacks import apgd, apgd_targeted, autoattack, fab_targeted, square
-from advlab.attacks.apgd import FastModel, prepare_model
+from advlab.attacks._core import AttackedModel, prepare_model
 from advlab.attacks.fab import _smallest_level, _smallest_level_sorted, project_onto_hyperplane_linf
 from helpers import PixelNet, assert_in_ball, predict
 
@@ -160,7 +160,7 @@ def test_channels_last_gives_the_same_gradients():
     model = nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 6 * 6, 10))
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
     grads = []
-    for fast in (FastModel(model), FastModel(model, channels_last=True)):
+    for fast in (AttackedModel(model), AttackedModel(model, channels_last=True)):
         (g,) = torch.autograd.grad(fast(x).sum(), x)
         grads.append(g)
     assert torch.allclose(*grads, atol=1e-6)

@@ -116,14 +116,14 @@ def test_escalation_runs_only_what_fast_mode_skipped(pixel_model, batch, monkeyp
     import advlab.attacks.fast as fast_module
 
     aa_module = importlib.import_module("advlab.attacks.autoattack")  # the package exports a function of that name
-    groups = list(fast_module._escalation_groups(["", "boundary", "flat", "disagree", "boundary", "masked"], 3))
+    groups = list(fast_module.escalation_groups(["", "boundary", "flat", "disagree", "boundary", "masked"], 3))
     assert groups == [([5], ("apgd-ce", "apgd-t", "fab-t", "square"), 1),
                       ([2], ("apgd-ce", "apgd-t", "fab-t", "square"), 1),
                       ([3], ("apgd-t", "fab-t", "square"), 4),
                       ([1, 4], ("apgd-t", "fab-t"), 4)]
 
     runs, targets = [], []
-    real_run, real_targeted = fast_module.run_ensemble, aa_module._apgd_targeted
+    real_run, real_targeted = fast_module.run_ensemble, aa_module.run_apgd_targeted
 
     def spy_run(model, x, y, eps, stages, **kwargs):
         runs.append((len(x), [name for name, _ in stages]))
@@ -134,7 +134,7 @@ def test_escalation_runs_only_what_fast_mode_skipped(pixel_model, batch, monkeyp
         return real_targeted(*args, first_target=first_target, **kwargs)
 
     monkeypatch.setattr(fast_module, "run_ensemble", spy_run)
-    monkeypatch.setattr(aa_module, "_apgd_targeted", spy_targeted)
+    monkeypatch.setattr(aa_module, "run_apgd_targeted", spy_targeted)
     x = batch
     y = predict(pixel_model, x)
     _, stages = fast_autoattack(pixel_model, x, y, 0.002, return_stages=True, boundary=1.0, **SMALL)
@@ -154,6 +154,7 @@ def test_bad_settings_name_themselves(pixel_model, batch):
             fast_autoattack(pixel_model, batch, y, 0.03, **bad)
 
 
+@pytest.mark.slow  # standard AutoAttack at its full budget
 def test_as_strong_as_autoattack_on_a_trained_model(trained_model, test_images):
     """Real images, a seed CNN after 2 epochs: fast mode's robust accuracy at 2/255 is within one
     image of standard AutoAttack's (both at their full default budgets), and the model is not masked."""

@@ -11,8 +11,8 @@ eps-ball around x intersected with [0, 1], d = sign for L-inf, unit L2 direction
     z_{k+1} = P(x_k + eta * d(grad f(x_k)))
     x_{k+1} = P(x_k + a * (z_{k+1} - x_k) + (1 - a) * (x_k - x_{k-1}))  (a = `momentum`)
 
-At each checkpoint w_j (see `checkpoint_schedule`) the step size is halved and the
-iterate jumps back to the best point found so far when either
+At each halving point w_j (see `halving_points`; the paper calls them checkpoints) the step size
+is halved and the iterate jumps back to the best point found so far when either
   (a) fewer than a fraction rho of the steps since w_{j-1} increased f, or
   (b) eta was not halved at w_{j-1} and the best f has not improved since w_{j-1}.
 """
@@ -25,22 +25,28 @@ from torch import nn
 
 from advlab.attacks import _core
 from advlab.attacks._core import (
-    check_classes,
+    check_classes_of,
     check_eps,
     check_images,
     check_int,
     check_n_target_classes,
     check_norm,
+    check_number,
     check_steps,
     check_target,
     eval_mode,
+    fooled,
+    per_image,
+    prepare_model,
 )
 from advlab.attacks.losses import dlr, get_loss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+# AutoAttack's step-size rule and momentum (Croce & Hein 2020), the defaults of every APGD here.
+RHO, MOMENTUM = 0.75, 0.75
 
 
-def checkpoint_schedule(steps: int) -> list[int]:
+def halving_points(steps: int) -> list[int]:
     """Iterations w_j = ceil(p_j * steps) at which APGD may halve its step size.
 
     p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) while p_j <= 1:
@@ -70,8 +76,8 @@ def apgd(
     loss: str = "ce",
     target=None,
     restarts: int = 1,
-    rho: float = 0.75,
-    momentum: float = 0.75,
+    rho: float = RHO,
+    momentum: float = MOMENTUM,
     seed: int | torch.Generator = 0,
     observe=None,
 ) -> torch.Tensor:
@@ -89,21 +95,23 @@ def apgd(
     """
     eps, steps, norm = check_eps(eps), check_steps(steps), check_norm(norm)
     loss_fn = get_loss(loss)
-    restarts, rho, momentum = check_int(restarts, "restarts", 1), _check_rho(rho), _check_momentum(momentum)
+    restarts = check_int(restarts, "restarts", 1)
+    rho = check_number(rho, "rho", 0, 1, low_open=True, high_open=True,
+                       meaning="(fraction of steps that must raise the loss)")
+    momentum = check_number(momentum, "momentum", 0, 1, low_open=True,
+                            meaning="(weight of the new step; 1 = no momentum)")
     check_images(x, y)
     target = check_target(y, target)
     x = x.detach()
     generator = _core.make_generator(seed, x.device)
     with eval_mode(model):
-        fast, clean = prepare_model(model, x)
-        check_classes(y, clean.shape[1], "y")
-        if target is not None:
-            check_classes(target, clean.shape[1], "target")
+        attacked, clean = prepare_model(model, x)
+        check_classes_of(clean, y, target)
         if eps == 0:
             return x.clone()
-        run = _RunConfig(eps, norm, steps, loss_fn, rho, momentum, success_is_target=target is not None,
-                         generator=generator, observe=observe)
-        x_adv, _ = _apgd(fast, x, y, target, clean, restarts, run)
+        run = RunConfig(eps, norm, steps, loss_fn, rho, momentum, success_is_target=target is not None,
+                        generator=generator, observe=observe)
+        x_adv, _ = run_apgd(attacked, x, y, target, clean, restarts, run)
         return x_adv
 
 
@@ -131,75 +139,33 @@ def apgd_targeted(
     x = x.detach()
     generator = _core.make_generator(seed, x.device)
     with eval_mode(model):
-        fast, clean = prepare_model(model, x)
-        num_classes = clean.shape[1]
-        check_classes(y, num_classes, "y")
-        n_target_classes = check_n_target_classes(n_target_classes, num_classes)
+        attacked, clean = prepare_model(model, x)
+        check_classes_of(clean, y)
+        n_target_classes = check_n_target_classes(n_target_classes, clean.shape[1])
         if eps == 0:
             return x.clone()
-        run = _RunConfig(eps, norm, steps, dlr, rho=0.75, momentum=0.75, success_is_target=False,
-                         generator=generator)
-        x_adv, _ = _apgd_targeted(fast, x, y, clean, n_target_classes, restarts, run)
+        run = RunConfig(eps, norm, steps, dlr, rho=RHO, momentum=MOMENTUM, success_is_target=False,
+                        generator=generator)
+        x_adv, _ = run_apgd_targeted(attacked, x, y, clean, n_target_classes, restarts, run)
         return x_adv
 
 
-# ----------------------------------------------------------------------------- the model as attacked
+# ----------------------------------------------------------------------------- on a prepared model
 
 
-class FastModel:
-    """The model as the attacks call it (the caller has put it in eval mode): on the CPU, 4-D
-    images go in channels-last (the convolution and pooling backward passes run about twice as
-    fast on them, with the same outputs up to float rounding); with bf16, the forward pass runs
-    under bfloat16 autocast and the outputs come back as float32 (images, gradients and
-    projections stay float32)."""
-
-    def __init__(self, model, channels_last: bool = False, bf16: bool = False):
-        self.model, self.channels_last, self.bf16 = model, channels_last, bf16
-
-    def layout(self, x: torch.Tensor) -> torch.Tensor:
-        """x in the memory format the model is fed (the same values)."""
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if not self.bf16:
-            return self.model(x)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            out = self.model(x)
-        return out.float()
+def run_apgd(attacked, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, clean: torch.Tensor,
+             restarts: int, run: "RunConfig"):
+    """APGD on x, given the model as the attacks call it (advlab.attacks._core.prepare_model) and its
+    clean outputs (what AutoAttack's loop shares between its stages); returns (points, fooled per image)."""
+    hit = fooled(clean, y, target)
+    x_adv, hit, _, _ = _attack_with_restarts(attacked, x, y, target, hit, restarts, run)
+    return x_adv, hit
 
 
-def prepare_model(model, x: torch.Tensor, bf16: bool = False):
-    """(FastModel, the model's output at x without gradient). Channels-last is used on the CPU
-    for 4-D images unless the model rejects such input (e.g. a `view` of the flattened image),
-    which this first forward pass finds out."""
-    if isinstance(model, FastModel):
-        with torch.no_grad():
-            return model, model(x)
-    if x.dim() == 4 and x.device.type == "cpu" and x.shape[0] > 0:
-        fast = FastModel(model, channels_last=True, bf16=bf16)
-        try:
-            with torch.no_grad():
-                return fast, fast(x)
-        except RuntimeError:
-            pass
-    fast = FastModel(model, bf16=bf16)
-    with torch.no_grad():
-        return fast, fast(x)
-
-
-def _apgd(fast, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, clean: torch.Tensor, restarts: int,
-          run: "_RunConfig"):
-    """APGD on x given the model's clean outputs; returns (points, fooled per image)."""
-    fooled = _fooled(clean, y, target)
-    x_adv, fooled, _, _ = _attack_with_restarts(fast, x, y, target, fooled, restarts, run)
-    return x_adv, fooled
-
-
-def _apgd_targeted(fast, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, n_target_classes: int,
-                   restarts: int, run: "_RunConfig", first_target: int = 1):
-    """APGD-T on x given the model's clean outputs; returns (points, fooled per image).
+def run_apgd_targeted(attacked, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, n_target_classes: int,
+                      restarts: int, run: "RunConfig", first_target: int = 1):
+    """APGD-T on x, given the model as the attacks call it and its clean outputs; returns (points,
+    fooled per image).
 
     The targets are the classes ranked first_target ... n_target_classes by clean output after the
     top one (first_target > 1: the ones before were attacked already, e.g. by fast mode).
@@ -207,30 +173,29 @@ def _apgd_targeted(fast, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, 
     The untargeted DLR that picks, among the targets, the point kept for an image never fooled
     is computed from the outputs the runs recorded at their returned points (no extra forward).
     """
-    fooled = _fooled(clean, y, None)
+    hit = fooled(clean, y)
     ranked = clean.argsort(1, descending=True)
     x_adv, best_score = x.clone(), torch.full_like(y, -math.inf, dtype=clean.dtype)
     for k in range(first_target, n_target_classes + 1):  # column k of `ranked` is the (k+1)-th highest class
-        attacked = ~fooled
-        if not attacked.any():
+        todo = ~hit
+        if not todo.any():
             break
-        candidate, new_fooled, _, out = _attack_with_restarts(fast, x, y, ranked[:, k], fooled.clone(), restarts,
-                                                              run)
+        candidate, new_hit, _, out = _attack_with_restarts(attacked, x, y, ranked[:, k], hit.clone(), restarts, run)
         # Targeted DLR values for different targets are not comparable, so images still
         # unfooled keep whichever target's point came closest to an untargeted success.
         score = torch.full_like(best_score, -math.inf)
-        score[attacked] = dlr(out[attacked], y[attacked])
-        take = attacked & (new_fooled | (score > best_score))
+        score[todo] = dlr(out[todo], y[todo])
+        take = todo & (new_hit | (score > best_score))
         x_adv[take] = candidate[take]
         best_score = torch.where(take, score, best_score)
-        fooled = new_fooled
-    return x_adv, fooled
+        hit = new_hit
+    return x_adv, hit
 
 
 # ----------------------------------------------------------------------------- one run
 
 
-class _RunConfig:
+class RunConfig:
     """The settings shared by every run of one attack call."""
 
     def __init__(self, eps: float, norm: str, steps: int, loss_fn: LossFn, rho: float, momentum: float,
@@ -238,7 +203,7 @@ class _RunConfig:
         self.eps, self.norm, self.steps, self.loss_fn, self.generator = eps, norm, steps, loss_fn, generator
         self.observe = observe
         self.rho, self.momentum, self.success_is_target = rho, momentum, success_is_target
-        self.checkpoints = checkpoint_schedule(steps)
+        self.halving_points = halving_points(steps)
 
 
 class _State:
@@ -255,11 +220,11 @@ class _State:
 
 
 def _attack_with_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                          fooled: torch.Tensor, restarts: int, run: _RunConfig):
+                          done: torch.Tensor, restarts: int, run: RunConfig):
     """Run APGD `restarts` times, each from a new random start on the images not yet fooled.
 
-    Returns (points, fooled, best objective, model output at the points); `fooled` is updated
-    in place, and images fooled on entry keep x itself (their objective is -inf, their output 0).
+    Returns (points, fooled per image, best objective, model output at the points); `done` (fooled on
+    entry) is updated in place, and images fooled on entry keep x itself (their objective is -inf, their output 0).
     A later restart replaces an earlier result only if it fooled the model or reached a
     higher objective (the objective is the same function across restarts, so comparable).
     """
@@ -267,7 +232,7 @@ def _attack_with_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ta
     best_loss = torch.full(y.shape, -math.inf, dtype=x.dtype, device=x.device)
     best_out = None
     for _ in range(restarts):
-        todo = (~fooled).nonzero().squeeze(1)
+        todo = (~done).nonzero().squeeze(1)
         if todo.numel() == 0:
             break
         t = target[todo] if target is not None else None
@@ -279,12 +244,12 @@ def _attack_with_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ta
         x_adv[todo[take]] = points[take]
         best_out[todo[take]] = out[take]
         best_loss[todo] = torch.where(take, loss, best_loss[todo])
-        fooled[todo] = hit
-    return x_adv, fooled, best_loss, best_out
+        done[todo] = hit
+    return x_adv, done, best_loss, best_out
 
 
 def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-         start: torch.Tensor, run: _RunConfig):
+         start: torch.Tensor, run: RunConfig):
     """One APGD run from `start` (the update rule is in the module docstring).
 
     Returns (points, fooled, best objective, model output at the points) per image: the first
@@ -301,10 +266,10 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tenso
         run.observe(0, torch.arange(n, device=x.device), out)
     s = _State(idx=torch.arange(n, device=x.device), x=x, y=y, target=target, cur=start, prev=start, grad=grad,
                loss=loss, eta=eta, best=start, best_loss=loss, best_grad=grad, best_out=out,
-               increases=torch.zeros_like(y), best_loss_at_check=loss,
-               reduced_at_check=torch.zeros(n, dtype=torch.bool, device=x.device))
+               increases=torch.zeros_like(y), best_loss_at_point=loss,
+               reduced_at_point=torch.zeros(n, dtype=torch.bool, device=x.device))
     s = _record_successes(s, out, run, out_points, out_fooled, out_loss, out_logits)
-    checks = run.checkpoints[1:]
+    points = run.halving_points[1:]
 
     for k in range(run.steps):
         if s.idx.numel() == 0:
@@ -318,9 +283,9 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tenso
         if run.observe is not None:
             run.observe(k + 1, s.idx, out)
         s = _record_successes(s, out, run, out_points, out_fooled, out_loss, out_logits)
-        if k + 1 in checks and not last:
-            j = checks.index(k + 1)
-            _checkpoint(s, run.rho, interval=checks[j] - (checks[j - 1] if j else 0))
+        if k + 1 in points and not last:
+            j = points.index(k + 1)
+            _at_halving_point(s, run.rho, interval=points[j] - (points[j - 1] if j else 0))
 
     # Images never fooled: return their best point.
     out_points[s.idx] = s.best
@@ -329,7 +294,7 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tenso
     return out_points, out_fooled, out_loss, out_logits
 
 
-def _step(s: _State, run: _RunConfig, first: bool) -> torch.Tensor:
+def _step(s: _State, run: RunConfig, first: bool) -> torch.Tensor:
     """The next iterate: a projected steepest-ascent step, blended with the previous move by momentum."""
     z = _core.project(s.cur + s.eta * _core.steepest_step(s.grad, run.norm), s.x, run.eps, run.norm)
     if first:  # no previous move to carry yet
@@ -342,37 +307,37 @@ def _update_best(s: _State, out: torch.Tensor) -> None:
     """Remember, per image, the highest-objective point, its gradient (the restart point) and
     the model's output there."""
     better = s.loss > s.best_loss
-    mask = _as_image_mask(better, s.cur)
+    mask = per_image(better, s.cur)
     s.best = torch.where(mask, s.cur, s.best)
     s.best_grad = torch.where(mask, s.grad, s.best_grad) if s.grad is not None else s.best_grad
     s.best_loss = torch.where(better, s.loss, s.best_loss)
     s.best_out = torch.where(better[:, None], out, s.best_out)
 
 
-def _checkpoint(s: _State, rho: float, interval: int) -> None:
-    """At checkpoint w_j: halve eta and jump back to the best point where progress stalled.
+def _at_halving_point(s: _State, rho: float, interval: int) -> None:
+    """At halving point w_j: halve eta and jump back to the best point where progress stalled.
 
     (a) too few of the last `interval` steps increased the objective: the step oscillates;
-    (b) eta was kept at the previous checkpoint yet the best objective has not moved since.
+    (b) eta was kept at the previous halving point yet the best objective has not moved since.
     Momentum restarts from the best point (prev = cur), so it carries no stale move across the jump.
     """
     oscillating = s.increases < rho * interval
-    stalled = ~s.reduced_at_check & (s.best_loss <= s.best_loss_at_check)
+    stalled = ~s.reduced_at_point & (s.best_loss <= s.best_loss_at_point)
     reduce = oscillating | stalled
-    mask = _as_image_mask(reduce, s.cur)
+    mask = per_image(reduce, s.cur)
     s.eta = torch.where(mask, s.eta / 2, s.eta)
     s.cur = torch.where(mask, s.best, s.cur)
     s.prev = torch.where(mask, s.best, s.prev)
     s.grad = torch.where(mask, s.best_grad, s.grad)
     s.loss = torch.where(reduce, s.best_loss, s.loss)
-    s.reduced_at_check, s.best_loss_at_check = reduce, s.best_loss.clone()
+    s.reduced_at_point, s.best_loss_at_point = reduce, s.best_loss.clone()
     s.increases = torch.zeros_like(s.increases)
 
 
-def _record_successes(s: _State, out: torch.Tensor, run: _RunConfig, out_points: torch.Tensor,
+def _record_successes(s: _State, out: torch.Tensor, run: RunConfig, out_points: torch.Tensor,
                       out_fooled: torch.Tensor, out_loss: torch.Tensor, out_logits: torch.Tensor) -> _State:
     """Write the current point of newly fooled images to the result and stop attacking them."""
-    hit = _fooled(out, s.y, s.target if run.success_is_target else None)
+    hit = fooled(out, s.y, s.target if run.success_is_target else None)
     if not hit.any():
         return s
     rows = s.idx[hit]
@@ -388,36 +353,5 @@ def _evaluate(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: to
     """(gradient or None, output, objective) at x_adv; the last iterate needs no backward pass."""
     if need_grad:
         return _core.input_gradient(model, x_adv, y, loss_fn, target)
-    out = _forward(model, x_adv)
+    out = _core.forward(model, x_adv)
     return None, out, loss_fn(out, y, target)
-
-
-@torch.no_grad()
-def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x)
-
-
-def _fooled(out: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    """Success per image: the target class wins (targeted), or any class but y wins."""
-    pred = out.argmax(1)
-    return pred == target if target is not None else pred != y
-
-
-def _as_image_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
-
-
-def _check_rho(rho: float) -> float:
-    rho = float(rho)
-    if not 0 < rho < 1:  # also rejects nan
-        raise ValueError(f"rho must be in (0, 1) (fraction of steps that must raise the loss), got {rho}")
-    return rho
-
-
-def _check_momentum(momentum: float) -> float:
-    momentum = float(momentum)
-    if not 0 < momentum <= 1:
-        raise ValueError(f"momentum must be in (0, 1] (weight of the new step; 1 = no momentum), got {momentum}")
-    return momentum
-
-

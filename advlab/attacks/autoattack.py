@@ -1,9 +1,13 @@
 """AutoAttack (Croce & Hein 2020): a fixed ensemble of diverse attacks, run in sequence.
 
+Each attack only sees the images that every attack before it failed to fool, and each image keeps
+the first adversarial point found, so the result is the per-image worst case over the ensemble.
+Its versions, stages and budgets are written once, in VERSIONS and the constants below it (the
+reference keeps them in one set_version()); `autoattack` and fast mode's escalation
+(advlab.attacks.fast) both build their stages from them (`stages`).
+
 version="standard": APGD-CE, APGD-T (targeted DLR, 9 target classes), FAB-T (9 target
-classes; both: every other class when the model has fewer than 10), Square (5000 queries). Each attack only sees the images that every attack
-before it failed to fool, and each image keeps the first adversarial point found, so
-the result is the per-image worst case over the ensemble.
+classes; both: every other class when the model has fewer than 10), Square (5000 queries).
 
 version="rand", for defenses with randomness: APGD-CE and APGD-DLR on the expectation
 of the model over `eot_samples` forward passes (Expectation over Transformation).
@@ -20,14 +24,27 @@ from advlab.attacks._core import (
     check_norm,
     check_steps,
     eval_mode,
+    forward,
     make_generator,
+    prepare_model,
 )
-from advlab.attacks.apgd import _apgd, _apgd_targeted, _RunConfig, apgd, apgd_targeted, prepare_model
-from advlab.attacks.fab import _fab_targeted, fab_targeted
+from advlab.attacks.apgd import MOMENTUM, RHO, RunConfig, run_apgd, run_apgd_targeted
+from advlab.attacks.fab import Search, run_fab_targeted
 from advlab.attacks.losses import cross_entropy, dlr
-from advlab.attacks.square import _square, square
+from advlab.attacks.square import P_INIT, run_square
 
-VERSIONS = ("standard", "rand")
+# The versions: their stages, in the order they run.
+VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
+# The budgets: iterations of each gradient attack (APGD, FAB), Square's queries, the target classes of
+# APGD-T and FAB-T (every other class when the model has fewer than 10), and the rand version's EOT samples.
+# APGD's step-size rule and momentum (apgd.RHO, apgd.MOMENTUM) and Square's first window (square.P_INIT) are
+# those attacks' own defaults, which AutoAttack uses too.
+STEPS, QUERIES, N_TARGET_CLASSES, EOT_SAMPLES = 100, 5000, 9, 20
+
+
+def n_targets(num_classes: int, wanted: int = N_TARGET_CLASSES) -> int:
+    """The target classes of APGD-T and FAB-T: `wanted`, or every other class when there are fewer."""
+    return check_n_target_classes(min(wanted, num_classes - 1), num_classes)
 
 
 class ExpectationModel(nn.Module):
@@ -47,29 +64,9 @@ class ExpectationModel(nn.Module):
         return torch.stack([self.model(x).log_softmax(1) for _ in range(self.samples)]).mean(0)
 
 
-def autoattack_stages(norm: str, version: str, seed: int, steps: int = 100, queries: int = 5000,
-                      eot_samples: int = 20):
-    """(name, attack(model, x, y, eps)) in the order AutoAttack runs them."""
-    if version == "standard":
-        return [
-            ("apgd-ce", lambda m, x, y, e: apgd(m, x, y, e, norm=norm, steps=steps, loss="ce", seed=seed)),
-            ("apgd-t", lambda m, x, y, e: apgd_targeted(m, x, y, e, norm=norm, steps=steps, n_target_classes=9,
-                                                        seed=seed)),
-            ("fab-t", lambda m, x, y, e: fab_targeted(m, x, y, norm=norm, steps=steps, eps=e, n_target_classes=9,
-                                                      seed=seed)),
-            ("square", lambda m, x, y, e: square(m, x, y, e, norm=norm, queries=queries, seed=seed)),
-        ]
-    return [
-        ("apgd-ce", lambda m, x, y, e: apgd(ExpectationModel(m, eot_samples), x, y, e, norm=norm, steps=steps,
-                                            loss="ce", seed=seed)),
-        ("apgd-dlr", lambda m, x, y, e: apgd(ExpectationModel(m, eot_samples), x, y, e, norm=norm, steps=steps,
-                                             loss="dlr", seed=seed)),
-    ]
-
-
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
                version: str = "standard", seed: int | torch.Generator = 0, return_stages: bool = False,
-               steps: int = 100, queries: int = 5000, bf16: bool = False):
+               steps: int = STEPS, queries: int = QUERIES, bf16: bool = False):
     """The per-image worst case of the AutoAttack ensemble at radius eps.
 
     steps (per gradient attack) and queries (Square) are AutoAttack's standard budget;
@@ -92,47 +89,47 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
     eps = check_eps(eps)
     norm = check_norm(norm)
     if version not in VERSIONS:
-        raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+        raise ValueError(f"version must be one of {tuple(VERSIONS)}, got {version!r}")
     check_images(x, y)
     steps, queries = check_steps(steps), check_int(queries, "queries", 1)
     if x.shape[0] == 0:
         x = x.detach()
         return (x.clone(), []) if return_stages else x.clone()
     if version == "standard":
-        stages = _standard_stages(norm, seed, steps, queries, eps)
+        chosen = stages(norm, seed, eps, steps, queries)
     else:
-        stages = _rand_stages(model, norm, seed, steps, eps, bool(bf16))
-    return run_ensemble(model, x, y, eps, stages, return_stages=return_stages, bf16=bool(bf16),
+        chosen = rand_stages(model, norm, seed, eps, steps, bool(bf16))
+    return run_ensemble(model, x, y, eps, chosen, return_stages=return_stages, bf16=bool(bf16),
                         randomised=version == "rand")
 
 
-def run_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, stages, return_stages=False,
+def run_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, chosen, return_stages=False,
                  bf16: bool = False, randomised: bool = False):
-    """The per-image worst case over `stages` ((name, stage) as _standard_stages returns them), each on the
-    images still robust, sharing one clean forward pass: autoattack's loop, also run by fast mode's escalation
-    on part of the ensemble. randomised: a fresh forward pass of every point decides (the rand version)."""
+    """The per-image worst case over the `chosen` stages ((name, stage) as `stages` returns them), each on
+    the images still robust, sharing one clean forward pass: autoattack's loop, also run by fast mode's
+    escalation on part of the ensemble. randomised: a fresh forward pass of every point decides (the rand
+    version)."""
     x = x.detach()
     x_adv = x.clone()
     with eval_mode(model):
-        fast, clean = prepare_model(model, x, bf16=bf16)
+        attacked, clean = prepare_model(model, x, bf16=bf16)
         robust = clean.argmax(1) == y
         broken_by = ["" if r else "clean" for r in robust.tolist()]
         if eps == 0:
             return (x_adv, broken_by) if return_stages else x_adv
-        for name, stage in stages:
+        for name, stage in chosen:
             idx = robust.nonzero().squeeze(1)
             if len(idx) == 0:
                 break
-            candidate, claimed = stage(fast, x[idx], y[idx], clean[idx])
-            with torch.no_grad():
-                if not randomised:
-                    # confirm only what the stage reports fooled: the others are returned as x anyway
-                    sel = claimed.nonzero().squeeze(1)
-                    fooled = torch.zeros_like(claimed)
-                    if len(sel):
-                        fooled[sel] = fast(candidate[sel]).argmax(1) != y[idx[sel]]
-                else:  # a randomised model: one fresh forward pass decides, as the stage's EOT mean does not
-                    fooled = fast(candidate).argmax(1) != y[idx]
+            candidate, claimed = stage(attacked, x[idx], y[idx], clean[idx])
+            if not randomised:
+                # confirm only what the stage reports fooled: the others are returned as x anyway
+                sel = claimed.nonzero().squeeze(1)
+                fooled = torch.zeros_like(claimed)
+                if len(sel):
+                    fooled[sel] = forward(attacked, candidate[sel]).argmax(1) != y[idx[sel]]
+            else:  # a randomised model: one fresh forward pass decides, as the stage's EOT mean does not
+                fooled = forward(attacked, candidate).argmax(1) != y[idx]
             x_adv[idx[fooled]] = candidate[fooled]
             robust[idx[fooled]] = False
             for i in idx[fooled].tolist():
@@ -140,42 +137,47 @@ def run_ensemble(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     return (x_adv, broken_by) if return_stages else x_adv
 
 
-def _standard_stages(norm: str, seed, steps: int, queries: int, eps: float, first_target: int = 1):
-    """(name, stage(fast_model, x, y, clean_outputs) -> (points, fooled)) of the standard version:
-    the same attacks and settings as `autoattack_stages`, sharing the clean outputs. first_target > 1:
-    APGD-T skips the targets ranked before it (fast mode's escalation, where they were attacked)."""
+def stages(norm: str, seed, eps: float, steps: int = STEPS, queries: int = QUERIES,
+           names=VERSIONS["standard"], first_target: int = 1):
+    """(name, stage(attacked_model, x, y, clean_outputs) -> (points, fooled)) of the standard version, in
+    its order, for the stages in `names`. first_target > 1: APGD-T skips the targets ranked before it
+    (fast mode's escalation, where they were attacked already). Each stage starts its own generator
+    from an int seed, as the reference does."""
 
-    def apgd_ce(fast, x, y, clean):
-        run = _RunConfig(eps, norm, steps, cross_entropy, rho=0.75, momentum=0.75, success_is_target=False,
-                         generator=make_generator(seed, x.device))
-        return _apgd(fast, x, y, None, clean, 1, run)
+    def apgd_ce(attacked, x, y, clean):
+        run = RunConfig(eps, norm, steps, cross_entropy, RHO, MOMENTUM, success_is_target=False,
+                        generator=make_generator(seed, x.device))
+        return run_apgd(attacked, x, y, None, clean, 1, run)
 
-    def apgd_t(fast, x, y, clean):
-        n_targets = check_n_target_classes(min(9, clean.shape[1] - 1), clean.shape[1])  # 9, or every other class
-        run = _RunConfig(eps, norm, steps, dlr, rho=0.75, momentum=0.75, success_is_target=False,
-                         generator=make_generator(seed, x.device))
-        return _apgd_targeted(fast, x, y, clean, n_targets, 1, run, first_target=first_target)
+    def apgd_t(attacked, x, y, clean):
+        run = RunConfig(eps, norm, steps, dlr, RHO, MOMENTUM, success_is_target=False,
+                        generator=make_generator(seed, x.device))
+        return run_apgd_targeted(attacked, x, y, clean, n_targets(clean.shape[1]), 1, run, first_target=first_target)
 
-    def fab_t(fast, x, y, clean):
-        n_targets = check_n_target_classes(min(9, clean.shape[1] - 1), clean.shape[1])
-        return _fab_targeted(fast, x, y, clean, norm, steps, eps, n_targets, 0, make_generator(seed, x.device),
-                             stop_within_eps=True)
+    def fab_t(attacked, x, y, clean):
+        search = Search(norm, steps, eps, 0, make_generator(seed, x.device), clean.shape[1], stop_within_eps=True)
+        return run_fab_targeted(attacked, x, y, clean, n_targets(clean.shape[1]), search)
 
-    def square_stage(fast, x, y, clean):
-        return _square(fast, x, y, clean, eps, norm, queries, 0.8, None, make_generator(seed, x.device))
+    def square_stage(attacked, x, y, clean):
+        return run_square(attacked, x, y, clean, eps, norm, queries, P_INIT, None, make_generator(seed, x.device))
 
-    return [("apgd-ce", apgd_ce), ("apgd-t", apgd_t), ("fab-t", fab_t), ("square", square_stage)]
+    every = {"apgd-ce": apgd_ce, "apgd-t": apgd_t, "fab-t": fab_t, "square": square_stage}
+    unknown = set(names) - set(every)
+    if unknown:
+        raise ValueError(f"AutoAttack's standard stages are {VERSIONS['standard']}, got {sorted(unknown)}")
+    return [(name, every[name]) for name in VERSIONS["standard"] if name in names]
 
 
-def _rand_stages(model: nn.Module, norm: str, seed, steps: int, eps: float, bf16: bool, eot_samples: int = 20):
+def rand_stages(model: nn.Module, norm: str, seed, eps: float, steps: int = STEPS, bf16: bool = False,
+                eot_samples: int = EOT_SAMPLES):
     """The rand version's stages: APGD-CE and APGD-DLR on the EOT mean of the model."""
 
     def stage(loss_fn):
-        def run_stage(fast, x, y, clean):
+        def run_stage(attacked, x, y, clean):
             eot, eot_clean = prepare_model(ExpectationModel(model, eot_samples), x, bf16=bf16)
-            run = _RunConfig(eps, norm, steps, loss_fn, rho=0.75, momentum=0.75, success_is_target=False,
-                             generator=make_generator(seed, x.device))
-            return _apgd(eot, x, y, None, eot_clean, 1, run)
+            run = RunConfig(eps, norm, steps, loss_fn, RHO, MOMENTUM, success_is_target=False,
+                            generator=make_generator(seed, x.device))
+            return run_apgd(eot, x, y, None, eot_clean, 1, run)
         return run_stage
 
-    return [("apgd-ce", stage(cross_entropy)), ("apgd-dlr", stage(dlr))]
+    return list(zip(VERSIONS["rand"], (stage(cross_entropy), stage(dlr))))

@@ -24,24 +24,30 @@ true robust accuracy, like any attack's.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from advlab.attacks._core import (
-    check_classes,
+    check_classes_of,
     check_eps,
     check_images,
     check_int,
     check_n_target_classes,
     check_norm,
-    make_generator,
+    check_number,
     check_steps,
     check_target,
     eval_mode,
+    fooled,
+    forward,
+    make_generator,
+    per_image,
     perturbation_norm,
+    prepare_model,
+    random_start,
 )
-from advlab.attacks.apgd import prepare_model
 
 # Random-start radius where no adversarial was found yet and no eps was given (the
 # defaults of the reference implementation): half of it is used, like half the best norm.
@@ -263,9 +269,29 @@ def _linearised_boundary(model, xc, y, target, num_classes, norm):
 # ---------------------------------------------------------------- the search
 
 
-def _is_adversarial(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    pred = logits.argmax(1)
-    return pred == target if target is not None else pred != y
+@dataclass(frozen=True)
+class Search:
+    """The settings every FAB run of one attack call shares.
+
+    eps: None looks for the smallest adversarial; a radius makes an image done once it has one within eps.
+    stop_within_eps (AutoAttack): such an image leaves a run at once, and the points are not re-checked on
+    the whole batch (the caller confirms them)."""
+
+    norm: str
+    steps: int
+    eps: float | None
+    restarts: int
+    generator: torch.Generator
+    num_classes: int
+    alpha_max: float = ALPHA_MAX
+    eta: float = ETA
+    beta: float = BETA
+    stop_within_eps: bool = False
+
+    @property
+    def enough(self) -> float:
+        """The norm at or below which an image needs no more search."""
+        return self.eps if self.eps is not None else 0.0
 
 
 def _biased_step(x0, xc, w, b, norm, alpha_max, eta):
@@ -279,20 +305,18 @@ def _biased_step(x0, xc, w, b, norm, alpha_max, eta):
     delta, delta0 = (z[:n] - xc_flat).view_as(xc), (z[n:] - x0_flat).view_as(xc)
     size, size0 = perturbation_norm(delta, norm), perturbation_norm(delta0, norm)
     # alpha grows when xc is far from the boundary compared with x0: pull back toward x0's projection
-    alpha = (size / (size + size0).clamp_min(1e-12)).clamp(max=alpha_max)
-    alpha = alpha.view(-1, *([1] * (xc.dim() - 1)))
+    alpha = per_image((size / (size + size0).clamp_min(1e-12)).clamp(max=alpha_max), xc)
     return ((1 - alpha) * (xc + eta * delta) + alpha * (x0 + eta * delta0)).clamp(0, 1)
 
 
-def _single_run(model, x0, y, target, start, best_x, best_norm, steps, num_classes, norm, alpha_max, eta, beta,
-                stop: float | None = None):
-    """`steps` FAB iterations from `start`; returns the updated per-image best point and norm.
+def _single_run(model, x0, y, target, start, best_x, best_norm, search: Search):
+    """`search.steps` FAB iterations from `start`; returns the updated per-image best point and norm.
 
-    stop: an image leaves the run once its best norm is <= stop (AutoAttack needs only some
-    adversarial point within eps), so later iterations work on fewer images. Images are
+    With search.stop_within_eps an image leaves the run once its best norm is <= eps (AutoAttack needs
+    only some adversarial point within eps), so later iterations work on fewer images. Images are
     independent, so the others' iterations are unchanged.
     """
-    shape = (-1, *([1] * (x0.dim() - 1)))
+    stop = search.eps if search.stop_within_eps else None
     best_x, best_norm = best_x.clone(), best_norm.clone()
     rows = torch.arange(x0.shape[0], device=x0.device)
     if stop is not None:
@@ -301,19 +325,18 @@ def _single_run(model, x0, y, target, start, best_x, best_norm, steps, num_class
     xc, x0, y = start[rows], x0[rows], y[rows]
     target = target[rows] if target is not None else None
     bx, bn = best_x[rows], best_norm[rows]
-    for _ in range(steps):
+    for _ in range(search.steps):
         if rows.numel() == 0:
             break
-        w, b = _linearised_boundary(model, xc, y, target, num_classes, norm)
-        xc = _biased_step(x0, xc, w, b, norm, alpha_max, eta)
-        with torch.no_grad():
-            adv = _is_adversarial(model(xc), y, target)
-        size = perturbation_norm(xc - x0, norm)
+        w, b = _linearised_boundary(model, xc, y, target, search.num_classes, search.norm)
+        xc = _biased_step(x0, xc, w, b, search.norm, search.alpha_max, search.eta)
+        adv = fooled(forward(model, xc), y, target)
+        size = perturbation_norm(xc - x0, search.norm)
         better = adv & (size < bn)
-        bx = torch.where(better.view(shape), xc, bx)
+        bx = torch.where(per_image(better, xc), xc, bx)
         bn = torch.where(better, size, bn)
         # adversarial: step back toward x so the next approach of the boundary starts closer in
-        xc = torch.where(adv.view(shape), x0 + beta * (xc - x0), xc)
+        xc = torch.where(per_image(adv, xc), x0 + search.beta * (xc - x0), xc)
         if stop is not None and (better & (bn <= stop)).any():
             done = bn <= stop
             best_x[rows[done]], best_norm[rows[done]] = bx[done], bn[done]
@@ -327,43 +350,24 @@ def _single_run(model, x0, y, target, start, best_x, best_norm, steps, num_class
     return best_x, best_norm
 
 
-def _random_start(x: torch.Tensor, radius: torch.Tensor, norm: str, generator: torch.Generator):
-    """A uniform random point of the ball of per-image `radius` around x, clipped to [0, 1]."""
-    shape = (-1, *([1] * (x.dim() - 1)))
-    if norm == "linf":
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
-        delta = u * radius.view(shape)
-    else:
-        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        direction = direction / perturbation_norm(direction, "l2").clamp_min(1e-12).view(shape)
-        r = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / x[0].numel())
-        delta = direction * (radius * r).view(shape)
-    return (x + delta).clamp(0, 1)
-
-
 def _initial_norms(done: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """0 where x is already adversarial, +inf (nothing found yet) elsewhere."""
     inf = torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)
     return torch.where(done, torch.zeros_like(inf), inf)
 
 
-def _search(model, x, y, target, norm, steps, eps, restarts, alpha_max, eta, beta, generator, num_classes,
-            clean: torch.Tensor, stop_within_eps: bool = False):
+def _search(model, x, y, target, clean: torch.Tensor, search: Search):
     """Per image the smallest adversarial point found and its norm (x and 0 where x is
     already adversarial, x and +inf where none was found). The model is in eval mode;
     `clean` is its output at x.
 
     Restarts run only on images they can help: with eps, those with no adversarial within
     eps yet; without, every image not already adversarial (a smaller one may exist).
-    stop_within_eps (AutoAttack): an image stops as soon as it has an adversarial within eps,
-    and the points are not re-checked here (the caller confirms them).
+    They start within half the best norm so far (capped by eps, or DEFAULT_START_RADIUS).
     """
-    done = _is_adversarial(clean, y, target)
-    best_x, best_norm = x.clone(), _initial_norms(done, x)
-    enough = eps if eps is not None else 0.0
-    stop = eps if stop_within_eps and eps is not None else None
-    for restart in range(restarts + 1):
-        todo = (best_norm > enough).nonzero().squeeze(1)
+    best_x, best_norm = x.clone(), _initial_norms(fooled(clean, y, target), x)
+    for restart in range(search.restarts + 1):
+        todo = (best_norm > search.enough).nonzero().squeeze(1)
         if todo.numel() == 0:
             break
         x0, y0 = x[todo], y[todo]
@@ -371,62 +375,40 @@ def _search(model, x, y, target, norm, steps, eps, restarts, alpha_max, eta, bet
         if restart == 0:
             start = x0.clone()
         else:
-            cap = eps if eps is not None else DEFAULT_START_RADIUS[norm]
-            start = _random_start(x0, 0.5 * best_norm[todo].clamp(max=cap), norm, generator)
-        bx, bn = _single_run(model, x0, y0, t0, start, best_x[todo], best_norm[todo], steps, num_classes, norm,
-                             alpha_max, eta, beta, stop=stop)
-        best_x[todo], best_norm[todo] = bx, bn
-    if stop_within_eps:
+            cap = search.eps if search.eps is not None else DEFAULT_START_RADIUS[search.norm]
+            start = random_start(x0, 0.5 * best_norm[todo].clamp(max=cap), search.norm, search.generator)
+        best_x[todo], best_norm[todo] = _single_run(model, x0, y0, t0, start, best_x[todo], best_norm[todo], search)
+    if search.stop_within_eps:
         return best_x, best_norm
-    return _verified(model, x, y, target, best_x, norm)
+    return _verified(model, x, y, target, best_x, search.norm)
 
 
-@torch.no_grad()
 def _verified(model, x, y, target, best_x, norm):
     """Re-check the kept points on the whole batch (a point found right on the boundary could
     flip with a different batch composition); drop any that are not adversarial."""
-    adv = _is_adversarial(model(best_x), y, target)
+    adv = fooled(forward(model, best_x), y, target)
     size = perturbation_norm(best_x - x, norm)
-    best_x = torch.where(adv.view(-1, *([1] * (x.dim() - 1))), best_x, x)
+    best_x = torch.where(per_image(adv, x), best_x, x)
     return best_x, torch.where(adv, size, torch.full_like(size, math.inf))
 
 
-# ---------------------------------------------------------------- argument checks
-
-
-def _check_interval(value, name: str, low: float, high: float, low_open: bool = False) -> float:
-    value = float(value)
-    above_low = value > low if low_open else value >= low
-    if not (above_low and value <= high):  # also catches NaN, for which every comparison is False
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be a number in {bracket}{low:g}, {high:g}], got {value}")
-    return value
-
-
-def _check_eta(eta) -> float:
-    eta = float(eta)
-    if not math.isfinite(eta) or eta < 1:
-        raise ValueError(f"eta must be a finite number >= 1 (the overshoot factor), got {eta}")
-    return eta
+# ---------------------------------------------------------------- shared by the public functions
 
 
 def _prepare(model, x, y, target):
     """Validate the labels against the model; returns (x detached, the model as the attack calls
-    it (advlab.attacks.apgd.prepare_model), its output at x)."""
+    it (advlab.attacks._core.prepare_model), its output at x)."""
     x = x.detach()
-    fast, clean = prepare_model(model, x)
-    check_classes(y, clean.shape[1], "y")
-    if target is not None:
-        check_classes(target, clean.shape[1], "target")
-    return x, fast, clean
+    attacked, clean = prepare_model(model, x)
+    check_classes_of(clean, y, target)
+    return x, attacked, clean
 
 
 def _threshold(x: torch.Tensor, best_x: torch.Tensor, best_norm: torch.Tensor, eps: float | None) -> torch.Tensor:
     """eps=None: every adversarial found. Else only those within eps, x elsewhere."""
     if eps is None:
         return best_x
-    keep = (best_norm <= eps).view(-1, *([1] * (x.dim() - 1)))
-    return torch.where(keep, best_x, x)
+    return torch.where(per_image(best_norm <= eps, x), best_x, x)
 
 
 # ---------------------------------------------------------------- public API
@@ -465,18 +447,18 @@ def fab(
     steps = check_steps(steps)
     eps = None if eps is None else check_eps(eps)
     restarts = check_int(restarts, "restarts", 0)
-    alpha_max = _check_interval(alpha_max, "alpha_max", 0.0, 1.0)
-    eta = _check_eta(eta)
-    beta = _check_interval(beta, "beta", 0.0, 1.0, low_open=True)
+    alpha_max = check_number(alpha_max, "alpha_max", 0.0, 1.0, what="a number")
+    eta = check_number(eta, "eta", 1.0, what="a finite number", meaning="(the overshoot factor)")
+    beta = check_number(beta, "beta", 0.0, 1.0, low_open=True, what="a number")
     check_images(x, y)
     target = check_target(y, target)
     generator = make_generator(seed, x.device)
     if x.shape[0] == 0:
         return x.detach().clone()
     with eval_mode(model):
-        x, fast, clean = _prepare(model, x, y, target)
-        best_x, best_norm = _search(fast, x, y, target, norm, steps, eps, restarts, alpha_max, eta, beta,
-                                    generator, clean.shape[1], clean)
+        x, attacked, clean = _prepare(model, x, y, target)
+        search = Search(norm, steps, eps, restarts, generator, clean.shape[1], alpha_max, eta, beta)
+        best_x, best_norm = _search(attacked, x, y, target, clean, search)
     return _threshold(x, best_x, best_norm, eps)
 
 
@@ -509,39 +491,33 @@ def fab_targeted(
     if x.shape[0] == 0:
         return x.detach().clone()
     with eval_mode(model):
-        x, fast, clean = _prepare(model, x, y, None)
+        x, attacked, clean = _prepare(model, x, y, None)
         n_target_classes = check_n_target_classes(n_target_classes, clean.shape[1])
-        x_adv, _ = _fab_targeted(fast, x, y, clean, norm, steps, eps, n_target_classes, restarts, generator)
+        search = Search(norm, steps, eps, restarts, generator, clean.shape[1])
+        x_adv, _ = run_fab_targeted(attacked, x, y, clean, n_target_classes, search)
     return x_adv
 
 
-def _fab_targeted(fast, x, y, clean, norm, steps, eps, n_target_classes, restarts, generator,
-                  stop_within_eps: bool = False):
-    """FAB-T on x given the model's clean outputs; returns (points as `fab_targeted` returns
-    them, per image whether an adversarial was found (within eps when eps is given)).
-
-    stop_within_eps (AutoAttack): an image leaves a run as soon as it has an adversarial within
-    eps, and the points are not re-checked on the whole batch (the caller confirms them).
-    """
-    num_classes = clean.shape[1]
+def run_fab_targeted(attacked, x, y, clean, n_target_classes: int, search: Search):
+    """FAB-T on x, given the model as the attacks call it (advlab.attacks._core.prepare_model) and its
+    clean outputs; returns (points as `fab_targeted` returns them, per image whether an adversarial was
+    found (within eps when search.eps is given))."""
     # the strongest competitors first: their boundaries are usually the closest
     targets = clean.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)[:, :n_target_classes]
-    best_x, best_norm = x.clone(), _initial_norms(clean.argmax(1) != y, x)
-    enough = eps if eps is not None else 0.0
+    best_x, best_norm = x.clone(), _initial_norms(fooled(clean, y), x)
     for k in range(n_target_classes):
-        todo = (best_norm > enough).nonzero().squeeze(1)
+        todo = (best_norm > search.enough).nonzero().squeeze(1)
         if todo.numel() == 0:
             break
-        bx, bn = _search(fast, x[todo], y[todo], targets[todo, k], norm, steps, eps, restarts,
-                         ALPHA_MAX, ETA, BETA, generator, num_classes, clean[todo], stop_within_eps)
+        bx, bn = _search(attacked, x[todo], y[todo], targets[todo, k], clean[todo], search)
         better = bn < best_norm[todo]
-        best_x[todo] = torch.where(better.view(-1, *([1] * (x.dim() - 1))), bx, best_x[todo])
+        best_x[todo] = torch.where(per_image(better, bx), bx, best_x[todo])
         best_norm[todo] = torch.where(better, bn, best_norm[todo])
-    if not stop_within_eps:
+    if not search.stop_within_eps:
         # a target reached is a misclassification; confirm it on the whole batch
-        best_x, best_norm = _verified(fast, x, y, None, best_x, norm)
-    found = best_norm <= eps if eps is not None else best_norm < math.inf
-    return _threshold(x, best_x, best_norm, eps), found
+        best_x, best_norm = _verified(attacked, x, y, None, best_x, search.norm)
+    found = best_norm <= search.eps if search.eps is not None else best_norm < math.inf
+    return _threshold(x, best_x, best_norm, search.eps), found
 
 
 def minimal_norms(
@@ -567,9 +543,9 @@ def minimal_norms(
     if x.shape[0] == 0:
         return torch.zeros(0, dtype=x.dtype, device=x.device)
     with eval_mode(model):
-        x, fast, clean = _prepare(model, x, y, None)
-        _, best_norm = _search(fast, x, y, None, norm, steps, None, restarts, ALPHA_MAX, ETA, BETA, generator,
-                               clean.shape[1], clean)
+        x, attacked, clean = _prepare(model, x, y, None)
+        search = Search(norm, steps, None, restarts, generator, clean.shape[1])
+        _, best_norm = _search(attacked, x, y, None, clean, search)
     return best_norm
 
 

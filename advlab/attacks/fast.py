@@ -54,16 +54,18 @@ import torch
 from torch import nn
 
 from advlab.attacks._core import (
-    check_classes,
+    check_classes_of,
     check_eps,
     check_images,
     check_int,
     check_norm,
+    check_number,
     eval_mode,
+    forward,
     make_generator,
 )
 from advlab.attacks.apgd import apgd, apgd_targeted
-from advlab.attacks.autoattack import _standard_stages, run_ensemble
+from advlab.attacks.autoattack import QUERIES, STEPS, VERSIONS, run_ensemble, stages
 from advlab.attacks.losses import margin
 from advlab.attacks.square import square
 
@@ -99,14 +101,14 @@ def fast_autoattack(
     eps: float,
     norm: str = "linf",
     seed: int | torch.Generator = 0,
-    steps: int = 100,
+    steps: int = STEPS,
     n_target_classes: int = 3,
     queries: int = 500,
     masking_share: float = 0.05,
     masked_escalation: str = "square",
     boundary: float = 0.05,
     disagreement: float = 0.5,
-    full_queries: int = 5000,
+    full_queries: int = QUERIES,
     escalate: bool = True,
     return_stages: bool = False,
 ):
@@ -130,100 +132,130 @@ def fast_autoattack(
     eps, norm = check_eps(eps), check_norm(norm)
     steps, queries, full_queries = (check_int(v, k, 1) for k, v in
                                     (("steps", steps), ("queries", queries), ("full_queries", full_queries)))
-    masking_share, boundary, disagreement = (_check_fraction(v, k) for k, v in (
+    masking_share, boundary, disagreement = (check_number(v, k, 0, 1) for k, v in (
         ("masking_share", masking_share), ("boundary", boundary), ("disagreement", disagreement)))
     if masked_escalation not in MASKED_ESCALATIONS:
         raise ValueError(f"masked_escalation must be one of {MASKED_ESCALATIONS}, got {masked_escalation!r}")
     check_images(x, y)
     make_generator(seed, x.device)  # refuses a bad seed up front, whatever the images
-    x = x.detach()
-    x_adv = x.clone()
-    stages = FastStages(broken_by=[], escalated=[""] * len(y))
+    run = _Run(model, x.detach(), y)
     if x.shape[0] == 0:
-        return (x_adv, stages) if return_stages else x_adv
+        return run.result(return_stages)
     with eval_mode(model):
-        clean = _forward(model, x)
-        check_classes(y, clean.shape[1], "y")
+        # 0. the clean outputs, the images to attack, the flat-gradient check
+        clean = forward(model, run.x)
+        check_classes_of(clean, y)
         n_target_classes = check_int(n_target_classes, "n_target_classes", 1)
         if n_target_classes > clean.shape[1] - 1:
             raise ValueError(f"n_target_classes must be at most {clean.shape[1] - 1} (the classes other than the "
                              f"true one), got {n_target_classes}")
-        robust = clean.argmax(1) == y
-        stages.broken_by = ["" if r else "clean" for r in robust.tolist()]
-        if eps == 0 or not robust.any():
-            return (x_adv, stages) if return_stages else x_adv
-        clean_margin = -margin(clean, y)  # > 0 on the images still to attack
-        flat = torch.zeros_like(robust)
-        flat[robust] = _flat_gradient(model, x[robust], y[robust])
+        run.start(clean)
+        if eps == 0 or not run.robust.any():
+            return run.result(return_stages)
+        flat = torch.zeros_like(run.robust)
+        flat[run.robust] = _flat_gradient(model, run.x[run.robust], y[run.robust])
 
-        def run(name, attack, on):
-            """Attack the images in mask `on`; returns (attacked, fooled) index tensors."""
-            idx = on.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                return idx, idx
-            start = time.perf_counter()
-            candidate = attack(x[idx], y[idx])
-            out = _forward(model, candidate)
-            fooled = out.argmax(1) != y[idx]
-            ratio = torch.full_like(clean_margin, torch.nan)
-            ratio[idx] = -margin(out, y[idx]) / clean_margin[idx].clamp_min(1e-12)
-            stages.margin_ratio[name] = ratio
-            x_adv[idx[fooled]] = candidate[fooled]
-            robust[idx[fooled]] = False
-            for i in idx[fooled].tolist():
-                stages.broken_by[i] = name
-            stages.seconds[name] = stages.seconds.get(name, 0.0) + time.perf_counter() - start
-            return idx, idx[fooled]
+        # 1-3. the cheap, strong part on every image: APGD-CE, APGD-T toward the top classes, a short Square
+        run.stage("apgd-ce", lambda xs, ys: apgd(model, xs, ys, eps, norm=norm, steps=steps, loss="ce", seed=seed),
+                  run.robust & ~flat)
+        run.stage("apgd-t", lambda xs, ys: apgd_targeted(model, xs, ys, eps, norm=norm, steps=steps,
+                                                         n_target_classes=n_target_classes, seed=seed),
+                  run.robust & ~flat)
+        attacked, by_square = run.stage("square", lambda xs, ys: square(model, xs, ys, eps, norm=norm,
+                                                                        queries=queries, seed=seed), run.robust)
+        if not escalate or not run.robust.any():
+            return run.result(return_stages)
 
-        run("apgd-ce", lambda xs, ys: apgd(model, xs, ys, eps, norm=norm, steps=steps, loss="ce", seed=seed),
-            robust & ~flat)
-        run("apgd-t", lambda xs, ys: apgd_targeted(model, xs, ys, eps, norm=norm, steps=steps,
-                                                   n_target_classes=n_target_classes, seed=seed), robust & ~flat)
-        attacked, by_square = run("square", lambda xs, ys: square(model, xs, ys, eps, norm=norm, queries=queries,
-                                                                  seed=seed), robust)
-        if not escalate or not robust.any():
-            return (x_adv, stages) if return_stages else x_adv
-
-        stages.masked = len(by_square) > masking_share * len(attacked)
-        reason = [""] * len(y)
-        if stages.masked:
-            for i in robust.nonzero().squeeze(1).tolist():
-                reason[i] = "masked"
-        else:
-            nan = torch.full_like(clean_margin, torch.nan)
-            gradient = torch.fmin(stages.margin_ratio.get("apgd-ce", nan), stages.margin_ratio.get("apgd-t", nan))
-            black_box = stages.margin_ratio["square"]
-            lowest = torch.fmin(gradient, black_box)
-            for why, mask in (("boundary", lowest <= boundary),
-                              ("disagree", black_box < disagreement * gradient.clamp_min(0)),
-                              ("flat", flat)):
-                for i in (robust & mask).nonzero().squeeze(1).tolist():
-                    reason[i] = why  # later reasons win: flat, then disagree, then boundary
-        send = torch.tensor([bool(r) for r in reason], device=robust.device)
-        for i, why in enumerate(reason):
-            stages.escalated[i] = why
-        if stages.masked and masked_escalation == "square":
+        # 4. escalation: the model, or the images, that the cheap part gives a reason to distrust
+        run.stages.masked = len(by_square) > masking_share * len(attacked)
+        reason = escalation_reasons(run.stages, run.robust, flat, boundary, disagreement)
+        run.stages.escalated = reason
+        send = torch.tensor([bool(r) for r in reason], device=run.robust.device)
+        if run.stages.masked and masked_escalation == "square":
             # a fresh stream: with an int seed the short run's would start from the same stripes
             long_seed = seed + 1 if isinstance(seed, int) else seed
-            run("square-full", lambda xs, ys: square(model, xs, ys, eps, norm=norm, queries=full_queries,
-                                                     seed=long_seed), send)
+            run.stage("square-full", lambda xs, ys: square(model, xs, ys, eps, norm=norm, queries=full_queries,
+                                                           seed=long_seed), send)
         elif send.any():
             start = time.perf_counter()
-            for group, stage_names, first_target in _escalation_groups(reason, n_target_classes):
-                idx = torch.tensor(group, device=x.device)
-                chosen = [(n, f) for n, f in _standard_stages(norm, seed, steps, full_queries, eps, first_target)
-                          if n in stage_names]
-                candidate, names = run_ensemble(model, x[idx], y[idx], eps, chosen, return_stages=True)
-                for j, (i, name) in enumerate(zip(idx.tolist(), names)):
-                    if name:  # never "clean": these images are classified correctly at x
-                        x_adv[i] = candidate[j]
-                        robust[i] = False
-                        stages.broken_by[i] = f"autoattack:{name}"
-            stages.seconds["autoattack"] = time.perf_counter() - start
-    return (x_adv, stages) if return_stages else x_adv
+            for group, names, first_target in escalation_groups(reason, n_target_classes):
+                chosen = stages(norm, seed, eps, steps, full_queries, names=names, first_target=first_target)
+                run.escalate(torch.tensor(group, device=run.x.device), eps, chosen)
+            run.stages.seconds["autoattack"] = time.perf_counter() - start
+    return run.result(return_stages)
 
 
-def _escalation_groups(reason: list[str], n_target_classes: int):
+class _Run:
+    """What fast_autoattack has found so far: the adversarial images, which images are still robust, and
+    the record of the stages (FastStages). Each stage attacks a subset and `record`s what fooled."""
+
+    def __init__(self, model, x: torch.Tensor, y: torch.Tensor):
+        self.model, self.x, self.y, self.x_adv = model, x, y, x.clone()
+        self.robust = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+        self.stages = FastStages(broken_by=[], escalated=[""] * len(y))
+        self.clean_margin = None
+
+    def start(self, clean: torch.Tensor) -> None:
+        """The images to attack: those the model classifies correctly at x."""
+        self.robust = clean.argmax(1) == self.y
+        self.stages.broken_by = ["" if r else "clean" for r in self.robust.tolist()]
+        self.clean_margin = -margin(clean, self.y)  # > 0 on the images still to attack
+
+    def stage(self, name: str, attack, on: torch.Tensor):
+        """Attack the images in mask `on` with attack(x, y); returns (attacked, fooled) index tensors.
+        Records each image's margin ratio at the stage's point (1: not moved, <= 0: fooled)."""
+        idx = on.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return idx, idx
+        start = time.perf_counter()
+        candidate = attack(self.x[idx], self.y[idx])
+        out = forward(self.model, candidate)
+        fooled = out.argmax(1) != self.y[idx]
+        ratio = torch.full_like(self.clean_margin, torch.nan)
+        ratio[idx] = -margin(out, self.y[idx]) / self.clean_margin[idx].clamp_min(1e-12)
+        self.stages.margin_ratio[name] = ratio
+        self.record(idx[fooled], candidate[fooled], [name] * int(fooled.sum()))
+        self.stages.seconds[name] = self.stages.seconds.get(name, 0.0) + time.perf_counter() - start
+        return idx, idx[fooled]
+
+    def escalate(self, idx: torch.Tensor, eps: float, chosen) -> None:
+        """AutoAttack's `chosen` stages (advlab.attacks.autoattack.stages) on the images idx."""
+        candidate, names = run_ensemble(self.model, self.x[idx], self.y[idx], eps, chosen, return_stages=True)
+        hit = [j for j, name in enumerate(names) if name]  # never "clean": these are classified correctly at x
+        self.record(idx[hit], candidate[hit], [f"autoattack:{names[j]}" for j in hit])
+
+    def record(self, idx: torch.Tensor, points: torch.Tensor, names: list[str]) -> None:
+        self.x_adv[idx] = points
+        self.robust[idx] = False
+        for i, name in zip(idx.tolist(), names):
+            self.stages.broken_by[i] = name
+
+    def result(self, return_stages: bool):
+        return (self.x_adv, self.stages) if return_stages else self.x_adv
+
+
+def escalation_reasons(stages: FastStages, robust: torch.Tensor, flat: torch.Tensor, boundary: float,
+                       disagreement: float) -> list[str]:
+    """Why each image still robust goes on (the module docstring's rules), "" for the others. On a masked
+    model every one of them; otherwise near misses ("boundary"), disagreements between Square and the
+    gradient stages ("disagree") and flat gradients ("flat"), later reasons winning."""
+    reason = [""] * len(robust)
+    if stages.masked:
+        for i in robust.nonzero().squeeze(1).tolist():
+            reason[i] = "masked"
+        return reason
+    nan = torch.full(robust.shape, torch.nan, device=robust.device)
+    gradient = torch.fmin(stages.margin_ratio.get("apgd-ce", nan), stages.margin_ratio.get("apgd-t", nan))
+    black_box = stages.margin_ratio["square"]
+    lowest = torch.fmin(gradient, black_box)
+    for why, mask in (("boundary", lowest <= boundary), ("disagree", black_box < disagreement * gradient.clamp_min(0)),
+                      ("flat", flat)):
+        for i in (robust & mask).nonzero().squeeze(1).tolist():
+            reason[i] = why  # later reasons win: flat, then disagree, then boundary
+    return reason
+
+
+def escalation_groups(reason: list[str], n_target_classes: int):
     """(image indices, AutoAttack stages to run, APGD-T's first target) per group of escalated images.
 
     flat: the gradient stages never saw these images: the whole ensemble. disagree: Square came closer
@@ -234,20 +266,15 @@ def _escalation_groups(reason: list[str], n_target_classes: int):
     APGD-CE and the first n_target_classes APGD-T targets already ran on the images sent here (except
     flat ones), with the same budget.
     """
-    everything = ("apgd-ce", "apgd-t", "fab-t", "square")
+    everything = VERSIONS["standard"]
     plans = {"masked": (everything, 1),  # masked_escalation="autoattack"
              "flat": (everything, 1),
              "disagree": (("apgd-t", "fab-t", "square"), n_target_classes + 1),
              "boundary": (("apgd-t", "fab-t"), n_target_classes + 1)}
-    for why, (stage_names, first_target) in plans.items():
+    for why, (names, first_target) in plans.items():
         group = [i for i, r in enumerate(reason) if r == why]
         if group:
-            yield group, stage_names, first_target
-
-
-@torch.no_grad()
-def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x)
+            yield group, names, first_target
 
 
 def _flat_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -261,10 +288,3 @@ def _flat_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
     if grad is None:
         return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     return grad.flatten(1).abs().amax(1) == 0
-
-
-def _check_fraction(value: float, name: str) -> float:
-    value = float(value)
-    if not 0 <= value <= 1:  # also rejects nan
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return value

@@ -89,10 +89,9 @@ def _keep_worst_case(model, x_adv, y, target, loss_fn, best):
     """Per image: a fooling point beats a non-fooling one; among equals, the higher loss wins."""
     out = model(x_adv)
     loss = loss_fn(out, y, target)
-    fooled = out.argmax(1) == target if target is not None else out.argmax(1) != y
+    hit = _core.fooled(out, y, target)
     if best is None:
-        return x_adv, fooled, loss
-    best_x, best_fooled, best_loss = best
-    take = (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))
-    mask = take.view(-1, *([1] * (x_adv.dim() - 1)))
-    return torch.where(mask, x_adv, best_x), best_fooled | fooled, torch.where(take, loss, best_loss)
+        return x_adv, hit, loss
+    best_x, best_hit, best_loss = best
+    take = (hit & ~best_hit) | ((hit == best_hit) & (loss > best_loss))
+    return torch.where(_core.per_image(take, x_adv), x_adv, best_x), best_hit | hit, torch.where(take, loss, best_loss)

@@ -31,19 +31,23 @@ import torch
 from torch import nn
 
 from advlab.attacks._core import (
-    check_classes,
+    check_classes_of,
     check_eps,
     check_images,
     check_int,
     check_norm,
-    make_generator,
+    check_number,
     check_target,
     eval_mode,
+    fooled,
+    make_generator,
+    per_image,
+    prepare_model,
     project,
 )
-from advlab.attacks.apgd import prepare_model
 from advlab.attacks.losses import margin
 
+P_INIT = 0.8  # the share of the image the first windows cover: the paper's and AutoAttack's setting
 # The reference p schedule for a budget of 10000 queries: after iteration `bound` the window
 # fraction is p_init / divisor (and p_init / 512 past the last bound).
 _P_SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256))
@@ -61,7 +65,7 @@ def square(
     eps: float,
     norm: str = "linf",
     queries: int = 5000,
-    p_init: float = 0.8,
+    p_init: float = P_INIT,
     target=None,
     seed: int | torch.Generator = 0,
 ) -> torch.Tensor:
@@ -78,7 +82,7 @@ def square(
     eps = check_eps(eps)
     norm = check_norm(norm)
     queries = check_int(queries, "queries", 1)
-    p_init = _check_p_init(p_init)
+    p_init = check_number(p_init, "p_init", 0, 1, low_open=True, what="a fraction of the image")
     check_images(x, y)
     if x.dim() != 4:
         raise ValueError(f"x must be a batch of images (N, C, H, W) for Square's windows, got shape {tuple(x.shape)}")
@@ -87,38 +91,27 @@ def square(
     gen = make_generator(seed, x.device)
 
     with eval_mode(model):
-        fast, out = prepare_model(model, x)
-        check_classes(y, out.shape[1], "y")
-        if target is not None:
-            check_classes(target, out.shape[1], "target")
-        x_adv, _ = _square(fast, x, y, out, eps, norm, queries, p_init, target, gen)
+        attacked, out = prepare_model(model, x)
+        check_classes_of(out, y, target)
+        x_adv, _ = run_square(attacked, x, y, out, eps, norm, queries, p_init, target, gen)
     return x_adv
 
 
-def _square(fast, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, eps: float, norm: str, queries: int,
-            p_init: float, target: torch.Tensor | None, gen: torch.Generator):
-    """Square on x given the model's clean outputs; returns (points, fooled per image)."""
+def run_square(attacked, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, eps: float, norm: str, queries: int,
+               p_init: float, target: torch.Tensor | None, gen: torch.Generator):
+    """Square on x, given the model as the attacks call it (advlab.attacks._core.prepare_model) and its
+    clean outputs; returns (points, fooled per image)."""
     if x.dim() != 4:
         raise ValueError(f"x must be a batch of images (N, C, H, W) for Square's windows, got shape {tuple(x.shape)}")
     x_adv = x.clone()
-    fooled = _fooled(clean, y, target)
-    todo = (~fooled).nonzero().squeeze(1)
+    hit = fooled(clean, y, target)
+    todo = (~hit).nonzero().squeeze(1)
     if eps == 0 or todo.numel() == 0:
-        return x_adv, fooled
+        return x_adv, hit
     sub_target = target[todo] if target is not None else None
     with torch.no_grad():
-        x_adv[todo], fooled[todo] = _search(fast, x[todo], y[todo], sub_target, eps, norm, queries, p_init, gen)
-    return x_adv, fooled
-
-
-# ---------------------------------------------------------------- argument checks
-
-
-def _check_p_init(p_init: float) -> float:
-    p_init = float(p_init)
-    if not (0 < p_init <= 1):  # also rejects nan
-        raise ValueError(f"p_init must be a fraction of the image in (0, 1], got {p_init}")
-    return p_init
+        x_adv[todo], hit[todo] = _search(attacked, x[todo], y[todo], sub_target, eps, norm, queries, p_init, gen)
+    return x_adv, hit
 
 
 # ---------------------------------------------------------------- the random search
@@ -135,12 +128,12 @@ def _search(model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
     x_best = project(x + start(x, eps, gen), x, eps, norm)
     out = model(x_best)
     loss = margin(out, y, target)
-    fooled = _fooled(out, y, target)
+    done = fooled(out, y, target)
 
     # L-inf: the working copies in the model's memory format, so that proposals need no conversion
     # (elementwise arithmetic, the same values in any format)
     layout = getattr(model, "layout", None) if norm == "linf" else None
-    active = (~fooled).nonzero().squeeze(1)
+    active = (~done).nonzero().squeeze(1)
     xa, best, ya, la = x[active], x_best[active], y[active], loss[active]
     if layout is not None:
         xa, best = layout(xa), layout(best)
@@ -159,23 +152,18 @@ def _search(model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
         better = new_loss > la
         if not better.any():
             continue
-        best = torch.where(better.view(-1, 1, 1, 1), candidate, best)
+        best = torch.where(per_image(better, best), candidate, best)
         la = torch.where(better, new_loss, la)
-        hit = better & _fooled(out, ya, ta)
+        hit = better & fooled(out, ya, ta)
         if hit.any():
             x_best[active] = best
-            fooled[active[hit]] = True
+            done[active[hit]] = True
             keep = ~hit
             active, xa, best, ya, la = active[keep], xa[keep], best[keep], ya[keep], la[keep]
             ta = ta[keep] if ta is not None else None
             bounds = tuple(b[keep] for b in bounds) if bounds is not None else None
     x_best[active] = best
-    return x_best, fooled
-
-
-def _fooled(out: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    pred = out.argmax(1)
-    return pred == target if target is not None else pred != y
+    return x_best, done
 
 
 def _p_schedule(it: int, queries: int, p_init: float) -> float:
@@ -282,7 +270,7 @@ def _channel_norm(t: torch.Tensor) -> torch.Tensor:
 
 
 def _image_norm(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    return per_image(t.flatten(1).norm(dim=1), t)
 
 
 def _rescale(delta: torch.Tensor, eps: float) -> torch.Tensor:
