@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from advlab import resolvers  # noqa: E402,F401 - the configs' ${div:...} and ${advlab:...}, before any config is read
 from advlab.checkpoint import load  # noqa: E402
 
 

@@ -23,7 +23,8 @@ from torch import nn
 
 from advlab.budget import TrainingBudget
 from advlab.data import to_unit_float
-from advlab.evaluation.pipeline import EvaluationSettings, evaluate
+from advlab.evaluation.pipeline import run_evaluation
+from advlab.evaluation.settings import EvaluationSettings
 
 
 def check_points(points) -> list[float]:
@@ -88,7 +89,7 @@ def measure_point(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     was_training = model.training
     try:
         with torch.autocast(device.type, enabled=False):
-            results = evaluate(model.eval(), images.to(device), labels.to(device), settings)
+            results = run_evaluation(model.eval(), images.to(device), labels.to(device), settings)
     finally:
         model.train(was_training)
     return {"clean": results.clean.to_dict(), "robust": results.worst_case(settings.eps[0]).to_dict(),

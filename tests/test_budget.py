@@ -124,7 +124,7 @@ def test_the_curve_measures_at_its_shares_with_the_clock_paused(monkeypatch):
 
 def test_measure_point_is_the_pipelines_numbers_in_float32_and_keeps_the_mode(trained_model, test_images):
     from advlab.curve import curve_settings, measure_point
-    from advlab.evaluation.pipeline import evaluate
+    from advlab.evaluation.pipeline import run_evaluation
 
     x, y = test_images[0][:64], test_images[1][:64]
     settings = curve_settings(0.01, ["fgsm"])
@@ -132,7 +132,7 @@ def test_measure_point_is_the_pipelines_numbers_in_float32_and_keeps_the_mode(tr
     with torch.autocast("cpu", dtype=torch.bfloat16):  # a training step's autocast must not reach the measurement
         row = measure_point(trained_model, x, y, settings)
     assert trained_model.training
-    expected = evaluate(trained_model.eval(), x, y, settings)
+    expected = run_evaluation(trained_model.eval(), x, y, settings)
     assert row["clean"] == expected.clean.to_dict()
     assert row["robust"] == expected.worst_case(0.01).to_dict()
     assert row["robust"]["value"] < row["clean"]["value"]

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from advlab.evaluation.pipeline import EvaluationSettings
-from advlab.evaluation.pipeline import evaluate as run_pipeline
+from advlab.evaluation.pipeline import run_evaluation
+from advlab.evaluation.settings import EvaluationSettings
 from advlab.models.adapter import adapt
 from advlab.results import Results
 
@@ -51,7 +51,7 @@ def gather(batches: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
 
 def evaluate(model: nn.Module, images: torch.Tensor | Iterable, labels: torch.Tensor | None = None,
              eps: Sequence[float] | None = None,
-             attacks: Sequence = ("fgsm", "pgd", "autoattack"),
+             attacks: Sequence | None = None,
              normalization: tuple[Sequence[float], Sequence[float]] | None = None, num_classes: int | None = None,
              **settings) -> Results:
     """Robust accuracy with 95% intervals per attack and eps, the per-image worst case, and the checks.
@@ -59,8 +59,9 @@ def evaluate(model: nn.Module, images: torch.Tensor | Iterable, labels: torch.Te
     images: (N, C, H, W) in [0, 1] (float) or uint8; labels: (N,) class indices. Or images a DataLoader
     (any iterable of (images, labels) batches) and labels None: its batches are gathered in memory.
     eps: the radii (required).
-    attacks: names or entries with settings, e.g. ["fgsm", {"name": "pgd", "steps": 100}].
-    settings: any field of advlab.evaluation.pipeline.EvaluationSettings (norm="l2", seed=1,
+    attacks: names or entries with settings, e.g. ["fgsm", {"name": "pgd", "steps": 100}]; None: the default
+    list (advlab.evaluation.settings.DEFAULT_ATTACKS: FGSM, PGD and AutoAttack-strength fast mode).
+    settings: any field of advlab.evaluation.settings.EvaluationSettings (norm="l2", seed=1,
     target=4, per_attack=False, checks=False, checks_n_images=..., bf16=True, batch_size=...),
     with the defaults written there. The model is evaluated in eval mode on its own device; its
     mode is put back afterwards.
@@ -73,10 +74,12 @@ def evaluate(model: nn.Module, images: torch.Tensor | Iterable, labels: torch.Te
         images, labels = gather(images)
     elif labels is None:
         raise TypeError("advlab.evaluate: give labels with the images (or a DataLoader of (images, labels))")
-    settings = EvaluationSettings(eps=eps, attacks=list(attacks), **settings)
+    if attacks is not None:
+        settings["attacks"] = list(attacks)
+    settings = EvaluationSettings(eps=eps, **settings)
     was_training = model.training
     evaluated = adapt(model, normalization)
     try:
-        return run_pipeline(evaluated.eval(), images, labels, settings, num_classes=num_classes)
+        return run_evaluation(evaluated.eval(), images, labels, settings, num_classes=num_classes)
     finally:
         model.train(was_training)

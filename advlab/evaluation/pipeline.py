@@ -1,15 +1,18 @@
 """The one evaluation pipeline: the command line, the seed study, the sweep and advlab.evaluate
-all call `evaluate` here, so the same model, data and settings give the same numbers everywhere.
+all call `run_evaluation` here, so the same model, data and settings give the same numbers everywhere.
 
     clean accuracy and confusion matrix -> robust accuracy per attack and eps, the worst case,
     targeted success -> certified accuracy (models with a Lipschitz bound, L2) -> the checks
+
+`run_evaluation` is the pipeline on a settings object (advlab.evaluation.settings); advlab.evaluate,
+the public entry, builds the settings from keyword arguments and calls it.
 
 No step reads or reseeds the global random state: random attacks draw from generators seeded
 with `settings.seed`.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -21,33 +24,12 @@ from advlab.defenses.lipschitz import certified_accuracy
 from advlab.evaluation import convergence
 from advlab.evaluation.checks import check_eps_for_sample, run_checks
 from advlab.evaluation.distributed import rank_and_world_size
-from advlab.evaluation.robustness import evaluate_robustness
+from advlab.evaluation.robustness import evaluate_robustness, infer_num_classes
+from advlab.evaluation.settings import EvaluationSettings
 from advlab.results import Certified, Results
 
 
-@dataclass
-class EvaluationSettings:
-    """What to measure. `attacks` are config entries (advlab.attacks.registry.build_attack)."""
-
-    eps: Sequence[float]
-    attacks: Sequence = ("fgsm", "pgd")
-    norm: str = "linf"
-    target: int | None = None  # also measure targeted success toward this class
-    per_attack: bool = True  # each attack's own curve (False: AutoAttack-style sequence, same worst case)
-    perturbed: bool = True  # L-inf: accuracy with FGSM on every image (the label-leaking measure)
-    bf16: bool = False  # attacks under bf16 autocast; images and steps stay float32
-    checks: bool = True
-    checks_n_images: int = 200
-    checks_square_queries: int = 1000
-    checks_large_eps: dict = field(default_factory=dict)  # per norm; missing: checks.LARGE_EPS
-    convergence: bool = True  # trace PGD and APGD per iteration on the checks' images (figure, check)
-    convergence_n_images: int = 64
-    seed: int = 0
-    batch_size: int = 500
-    progress: bool | None = None
-
-
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: EvaluationSettings,
+def run_evaluation(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: EvaluationSettings,
              num_classes: int | None = None) -> Results:
     """Results of `model` (in eval mode, on its device) on images (float in [0, 1], or uint8) and labels.
 
@@ -59,8 +41,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, setti
     attacks = build_attacks(settings.attacks, norm=settings.norm, seed=settings.seed)
     device = next(iter(model.parameters()), torch.empty(0)).device
     if num_classes is None:
-        with torch.no_grad():
-            num_classes = model(to_unit_float(images[:1].to(device))).shape[1]
+        num_classes = infer_num_classes(model, images)
     eps = sorted({float(e) for e in settings.eps})
     # Its own generator: a DataLoader otherwise draws a base seed from the global stream on every pass.
     loader = DataLoader(TensorDataset(images, labels), batch_size=settings.batch_size, generator=torch.Generator())
@@ -79,7 +60,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, setti
         warned = [c.name for c in results.checks if c.status == "WARN" and c.name in MASKING_CHECKS]
         fallback = _without_fast_mode(settings.attacks)
         if warned and fallback != list(settings.attacks):
-            results = evaluate(model, images, labels, replace(settings, attacks=fallback), num_classes)
+            results = run_evaluation(model, images, labels, replace(settings, attacks=fallback), num_classes)
             results.notes.append(f"{FAST}: the gradient-masking checks warned ({', '.join(warned)}), so the full "
                                  "AutoAttack judged this model instead of fast mode")
     return results

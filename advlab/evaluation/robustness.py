@@ -15,7 +15,7 @@ DDP) each rank evaluates its own shard and the counts are summed once at the end
 """
 
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,10 +29,6 @@ from advlab.evaluation.progress import progress_bar, progress_enabled
 from advlab.stats import Rate
 from advlab.results import WORST_CASE, Curves, Results, Targeted
 
-# (model, x, y, eps, target=None) -> adversarial x
-Attack = Callable[..., torch.Tensor]
-
-
 def _device(model: nn.Module) -> torch.device:
     return next(iter(model.parameters()), torch.empty(0)).device
 
@@ -43,8 +39,9 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def infer_num_classes(model: nn.Module, x: torch.Tensor) -> int:
-    """The model's number of outputs, from one image of x (in eval mode); the global random state and the
-    model's mode are left as they were."""
+    """The model's number of classes: the width of its output on one image of x (in eval mode). The one way
+    advlab works it out (the pipeline, the checks, advlab.data.check_model_on_data); the global random state
+    and the model's mode are left as they were."""
     device = _device(model)
     with torch.no_grad(), eval_mode(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         return int(model(to_unit_float(x[:1].to(device))).shape[1])
@@ -88,7 +85,7 @@ def evaluate_robustness(
     model: nn.Module,
     loader: Iterable,
     eps: Sequence[float],
-    attacks: dict[str, Attack],
+    attacks: dict,
     target: int | None = None,
     num_classes: int | None = None,
     per_attack: bool = True,
@@ -238,7 +235,7 @@ def _targeted_hits(model, attack, x, y, target, eps) -> int:
 
 
 def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Sequence[float],
-                         attacks: dict[str, Attack], target: int | None = None) -> dict:
+                         attacks: dict, target: int | None = None) -> dict:
     """A few images attacked at every eps, for figures: {attack: [(eps, x_adv, pred, confidence), ...]}."""
     device = _device(model)
     x, y = to_unit_float(x.to(device)), y.to(device)
