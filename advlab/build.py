@@ -5,6 +5,7 @@ perturbation (conf/perturbation/), the robust validation attack (validation.atta
 evaluation attacks (evaluation.attacks) are entries of the same form.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -18,9 +19,9 @@ from advlab.attacks.registry import build_attacks
 from advlab.budget import TrainingBudget
 from advlab.callbacks import RobustGuard
 from advlab.classifier import AdversarialClassifier, config_loss, config_val_attack
-from advlab.data import CLASS_NAMES, checkpoint_classes, class_index
+from advlab.data import class_index, resolve_dataset
 from advlab.defenses import check_alpha
-from advlab.evaluation.pipeline import EvaluationSettings
+from advlab.evaluation.settings import EvaluationSettings
 from advlab.models import MODELS
 from advlab.models.adapter import parse_normalization
 from advlab.models.registry import check_target, targets
@@ -98,13 +99,10 @@ def training_callbacks(cfg: DictConfig, run_dir: Path | None = None) -> list:
 
 
 def target_index(cfg: DictConfig, target) -> int:
-    """evaluation.target (a class name or index) as an index, by the data config's class names and count."""
-    names = cfg.data.get("class_names") if "class_names" in cfg.data else CLASS_NAMES  # older configs: CIFAR-10
-    num_classes = cfg.data.get("num_classes")
-    if names is None and cfg.get("checkpoint"):  # data=npz evaluating a saved model: the classes it was trained on
-        found = checkpoint_classes(cfg.checkpoint)
-        names, num_classes = found.get("class_names"), num_classes or found.get("num_classes")
-    return class_index(target, None if names is None else [str(n) for n in names], num_classes)
+    """evaluation.target (a class name or index) as an index, by the run's dataset facts as far as the config
+    and the checkpoint tell them (advlab.data.resolve_dataset; before any data is read)."""
+    info = resolve_dataset(cfg)
+    return class_index(target, None if info is None else info.class_names, None if info is None else info.num_classes)
 
 
 def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
@@ -118,8 +116,11 @@ def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
 
 
 def check_model_config(spec: dict) -> None:
-    """model: a registered name or an importable _target_, and a well-formed normalization (nothing is built)."""
-    parse_normalization(spec.get("normalization"))
+    """model: a registered name or an importable _target_, and a well-formed normalization (nothing is built;
+    statistics still unknown, {mean: null, std: null} before data=npz's files are read, are checked when it is)."""
+    normalization = spec.get("normalization")
+    if not (isinstance(normalization, Mapping) and normalization.get("mean") is None and normalization.get("std") is None):
+        parse_normalization(normalization)
     if "_target_" not in spec and spec.get("name") not in MODELS:
         raise ValueError(f"model.name: unknown name {spec.get('name')!r}; registered models are {sorted(MODELS)} "
                          "(or give model._target_: any importable nn.Module)")

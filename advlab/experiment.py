@@ -18,9 +18,9 @@ from advlab import tracking
 from advlab.attacks.registry import build_attacks
 from advlab.build import evaluation_settings, plain
 from advlab.checkpoint import load
-from advlab.data import check_model_on_data, fill_data_config
+from advlab.data import DatasetInfo, check_model_on_data, digits, resolve_dataset
 from advlab.evaluation.distributed import rank_and_world_size
-from advlab.evaluation.pipeline import evaluate
+from advlab.evaluation.pipeline import run_evaluation
 from advlab.figures import write_figures
 from advlab.objective import metric_value
 from advlab.provenance import provenance
@@ -42,33 +42,34 @@ def evaluation_device(cfg: DictConfig) -> torch.device:
     return torch.device(wanted)
 
 
-def class_names(cfg: DictConfig, num_classes: int) -> list[str]:
-    """The data config's class names (data.class_names), or "0", "1", ... when it has none for num_classes."""
-    names = cfg.data.get("class_names")
-    return [str(n) for n in names] if names is not None and len(names) == num_classes else \
-        [str(i) for i in range(num_classes)]
+def class_names(info: DatasetInfo, num_classes: int) -> list[str]:
+    """The dataset's class names, or "0", "1", ... when they do not name the model's num_classes classes."""
+    names = info.class_names if info is not None and len(info.class_names) == num_classes else digits(num_classes)
+    return list(names)
 
 
-def evaluate_model(cfg: DictConfig, model: nn.Module, datamodule) -> Results:
+def evaluate_model(cfg: DictConfig, model: nn.Module, datamodule, info: DatasetInfo) -> Results:
     """The evaluation pipeline (advlab.evaluation.pipeline) on the test split, with the config's settings.
 
-    The number of classes is the model's, checked against the data's (data.num_classes, the labels)."""
-    fill_data_config(cfg, datamodule)
+    The number of classes is the model's, checked against the data's (info, the labels)."""
     settings = evaluation_settings(cfg)
     datamodule.setup("test")
     images, labels = datamodule.test_set.tensors
     model = model.to(evaluation_device(cfg)).eval()
-    num_classes = check_model_on_data(model, images, labels, cfg.data.get("num_classes"))
-    results = evaluate(model, images, labels, settings, num_classes=num_classes)
+    num_classes = check_model_on_data(model, images, labels, info.num_classes)
+    results = run_evaluation(model, images, labels, settings, num_classes=num_classes)
     if results.targeted:
-        results.targeted.target_name = class_names(cfg, num_classes)[results.targeted.target]
+        results.targeted.target_name = class_names(info, num_classes)[results.targeted.target]
     return results
 
 
 def train_and_evaluate(cfg: DictConfig, datamodule, run_dir: Path, name: str, group: str | None = None,
                        overrides: list[str] | None = None) -> Results:
     """The body of every run: model (trained, or loaded from cfg.checkpoint), evaluation, files."""
-    fill_data_config(cfg, datamodule)  # data=npz: the classes, size and statistics the files (or checkpoint) give
+    # The dataset's facts, once: the config's, then the checkpoint's and the files' (data=npz), also written into
+    # cfg.data for the model config's interpolations and the saved config.
+    datamodule.setup("test")
+    info = resolve_dataset(cfg, datamodule)
     if cfg.get("checkpoint"):  # read before anything is written: a missing or corrupt file leaves no run behind
         checkpoint = Path(cfg.checkpoint)
         model, training = load(checkpoint, model=plain(cfg.model)), {"checkpoint": str(checkpoint)}
@@ -79,17 +80,17 @@ def train_and_evaluate(cfg: DictConfig, datamodule, run_dir: Path, name: str, gr
             model, training = train_model(cfg, datamodule, run_dir, logger)
             checkpoint = run_dir / "model.pt"
         start = time.perf_counter()
-        results = evaluate_model(cfg, model, datamodule)
+        results = evaluate_model(cfg, model, datamodule, info)
         if not is_rank_zero():  # under DDP the counts are already gathered; files are rank 0's
             return results
+        results.name, results.seed, results.overrides = name, cfg.seed, list(overrides or [])
+        results.training, results.config = training, OmegaConf.to_container(cfg, resolve=True)
         images, labels = datamodule.test_set.tensors
         attacks = build_attacks(evaluation_settings(cfg).attacks, norm=cfg.evaluation.norm, seed=cfg.seed)
         results.figures = write_figures(model, images, labels, results, attacks, run_dir,
-                                        class_names(cfg, len(results.confusion)),
+                                        class_names(info, len(results.confusion)),
                                         cfg.evaluation.num_examples, title=name)
         results.evaluation_seconds = round(time.perf_counter() - start, 1)
-        results.name, results.seed, results.overrides = name, cfg.seed, list(overrides or [])
-        results.training, results.config = training, OmegaConf.to_container(cfg, resolve=True)
         if not cfg.get("checkpoint"):  # written once, complete, with its headline numbers (before it is hashed)
             save_model(checkpoint, model, cfg, training, results.headline())
         results.provenance = provenance(checkpoint)

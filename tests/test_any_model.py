@@ -53,9 +53,12 @@ def test_target_models_are_adapted_with_the_declared_normalisation():
     x = torch.rand(2, 3, 32, 32)
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     assert torch.allclose(model(x), model.model((x - mean) / std), atol=1e-6)
-    # the registry form goes through the same builder, unchanged (no wrapper)
+    # the registry form goes through the same builder, unchanged (no wrapper); `normalization` is the one
+    # spelling for every model: a registered model with a normalisation layer of its own gets it there
     assert type(build_model("seed_cnn")).__name__ == "SeedCNN"
-    assert type(build_model(name="seed_cnn", normalization={"mean": MEAN, "std": STD})) is AdaptedModel
+    own = build_model(name="seed_cnn", normalization={"mean": MEAN, "std": STD})
+    assert type(own).__name__ == "SeedCNN" and torch.allclose(own.normalize.std.flatten(), torch.tensor(STD))
+    assert type(build_model(name="lipschitz_cnn", normalization={"mean": MEAN, "std": STD})) is AdaptedModel
 
 
 def test_the_torchvision_and_robustbench_yaml_compose():

@@ -50,7 +50,7 @@ def test_each_data_config_repeats_its_datasets_metadata_and_the_model_reads_it(n
     assert tuple(cfg.data.mean) == info.mean and tuple(cfg.data.std) == info.std
     assert tuple(cfg.data.class_names) == info.class_names and len(info.class_names) == classes
     model_cfg = plain(cfg.model)
-    assert model_cfg["num_classes"] == classes and model_cfg["mean"] == list(info.mean)
+    assert model_cfg["num_classes"] == classes and model_cfg["normalization"]["mean"] == list(info.mean)
     model = build_model(**model_cfg)
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, classes)
     assert torch.allclose(model.normalize.std.flatten(), torch.tensor(info.std))
@@ -219,6 +219,7 @@ def smoke(*overrides, tmp):
                   "evaluation.attacks=[fgsm,pgd]", "evaluation.checks.n_images=16", f"+output_dir={tmp}", *overrides)
 
 
+@pytest.mark.slow  # trains and evaluates twice at 64x64
 def test_a_run_trains_and_evaluates_on_npz_arrays_of_100_classes_and_64x64(tmp_path):
     train = write_npz(tmp_path / "train.npz", 300, 100, size=(64, 64))
     test = write_npz(tmp_path / "test.npz", 64, 100, size=(64, 64), seed=1)
@@ -232,7 +233,7 @@ def test_a_run_trains_and_evaluates_on_npz_arrays_of_100_classes_and_64x64(tmp_p
     assert data["num_classes"] == 100 and data["image_size"] == [64, 64] and len(data["class_names"]) == 100
     assert saved["config"]["model"]["image_size"] == [64, 64] and saved["targeted"]["target"] == 99
     model_args = read_checkpoint(out / "model.pt")["model"]
-    assert model_args["num_classes"] == 100 and model_args["mean"] == data["mean"]
+    assert model_args["num_classes"] == 100 and model_args["normalization"]["mean"] == data["mean"]
     assert (out / "confusion_matrix.png").stat().st_size > 0
     # and its model.pt through +experiment=evaluate on the same CIFAR-100-shaped arrays, to a report
     again = tmp_path / "evaluate"

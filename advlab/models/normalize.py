@@ -9,10 +9,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-# Per-channel statistics of the CIFAR-10 training set on the [0, 1] scale: the models' defaults.
-# Other datasets' are in advlab.data.DATASETS; configs pass them as model.mean / model.std (${data.mean}).
-CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
-CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
+from advlab.data.datasets import DATASETS
+
+# The models' defaults: CIFAR-10's statistics, from its DatasetInfo (advlab.data.datasets); configs pass a
+# dataset's own as the model's normalisation (${data.mean}, ${data.std}).
+CIFAR10_MEAN = DATASETS["cifar10"].mean
+CIFAR10_STD = DATASETS["cifar10"].std
 
 
 def normalization(mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> "Normalize":

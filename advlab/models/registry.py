@@ -5,17 +5,20 @@
     build_model(_target_="torchvision.models.resnet18", num_classes=10,
                 normalization={"mean": [...], "std": [...]})       # any nn.Module (model=torchvision_resnet18)
 
-Both forms go through `build_model`. `normalization` ({mean, std}, or null when the model
-normalises itself) puts advlab.models.adapter.AdaptedModel in front, so every model takes
-images in [0, 1]; a `_target_` model is always adapted, so a tuple or dict output becomes logits.
+Both forms go through `build_model`, and every model config spells what input the model expects the
+same way: `normalization` ({mean, std}, or null when the model normalises itself), so every model takes
+images in [0, 1]. A registered model with a normalisation layer of its own (its constructor takes
+`normalize`, `mean`, `std`) gets them from it; any other model gets advlab.models.adapter.AdaptedModel in
+front; a `_target_` model is always adapted, so a tuple or dict output becomes logits.
 """
 
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 
 from torch import nn
 
 from advlab.errors import UserError
-from advlab.models.adapter import adapt
+from advlab.models.adapter import adapt, parse_normalization
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -33,6 +36,7 @@ def build_model(name: str | None = None, /, **spec) -> nn.Module:
     """The model a config describes: {name: ..., args} (the registry) or {_target_: ..., args}."""
     if name is not None:
         spec = {"name": name, **spec}
+    spec_keys = set(spec)
     normalization = spec.pop("normalization", None)
     if "_target_" in spec:
         return adapt(_instantiate(spec), normalization)
@@ -43,8 +47,28 @@ def build_model(name: str | None = None, /, **spec) -> nn.Module:
     if name not in MODELS:
         raise UserError(f"model.name: unknown name {name!r}; registered models are {sorted(MODELS)} "
                         "(or give model._target_: any importable nn.Module)")
-    model = MODELS[name](**spec)
+    factory = MODELS[name]
+    if "normalization" in spec_keys and _normalises_itself(factory):
+        # The model's own layer (its state_dict keeps mean and std). Statistics still unknown (data=npz without
+        # training images) leave the model's defaults, CIFAR-10's, as they always have.
+        if normalization is None:
+            return factory(**spec, normalize=False)
+        if _unknown(normalization):
+            return factory(**spec, normalize=True)
+        mean, std = parse_normalization(normalization)
+        return factory(**spec, normalize=True, mean=mean, std=std)
+    model = factory(**spec)
     return model if normalization is None else adapt(model, normalization)
+
+
+def _unknown(normalization) -> bool:
+    """{mean: null, std: null}: the data's statistics, not known (yet)."""
+    return isinstance(normalization, Mapping) and normalization.get("mean") is None and normalization.get("std") is None
+
+
+def _normalises_itself(factory: Callable) -> bool:
+    """Whether a registered model has its own normalisation layer (takes normalize, mean and std)."""
+    return {"normalize", "mean", "std"} <= set(inspect.signature(factory).parameters)
 
 
 def _instantiate(spec: dict) -> nn.Module:
