@@ -7,9 +7,9 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="pkg://advlab.conf", config_name="config")
 def main(cfg: DictConfig):
-    from advlab.cli import main as run  # after Hydra has parsed the command line: --help stays fast
+    from advlab.cli import main as run_cli  # after Hydra has parsed the command line: --help stays fast
 
-    return run(cfg)
+    return run_cli(cfg)
 
 
 if __name__ == "__main__":

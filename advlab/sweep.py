@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from advlab import plots
+from advlab.figures import draw
 from advlab.io import write_json, write_text
 from advlab.results import WORST_CASE, Results
 from advlab.stats import Rate
@@ -125,7 +125,7 @@ def _worst_case_curves(jobs: list[Job], keys: list[str], path: Path) -> None:
         return
     common = sorted(set.intersection(*(set(c) for c in curves.values())))
     norms = {j.results.norm for j in jobs}
-    plots.rate_curves(common, {k: [c[e] for e in common] for k, c in curves.items()}, path,
+    draw.rate_curves(common, {k: [c[e] for e in common] for k, c in curves.items()}, path,
                       ylabel="worst-case accuracy (%)", title="sweep",
                       norm=norms.pop() if len(norms) == 1 else "linf")
 

@@ -5,7 +5,7 @@ model is one W&B run; runs of one Hydra multirun share a group (the sweep folder
 dashboard shows a sweep as a grid. `wandb sync <run_dir>/wandb/offline-run-*` uploads
 offline runs later. A run's model.pt and report.html are W&B artifacts of its run; its
 objective (optimized_metric, when set) is summary["optimized_metric"], what a W&B sweep
-(conf/wandb_sweep.yaml) optimizes. CSV (<run>/csv/metrics.csv) needs nothing installed;
+(sweeps/wandb.yaml) optimizes. CSV (<run>/csv/metrics.csv) needs nothing installed;
 TensorBoard needs the tensorboard package, which advlab does not install.
 """
 
@@ -83,7 +83,7 @@ def _rate_table(curves: Curves, value_name: str):
 
 
 # The summary key of the run's objective (its optimized_metric, when set): what a W&B sweep's `metric.name` names
-# (conf/wandb_sweep.yaml).
+# (sweeps/wandb.yaml).
 OBJECTIVE = "optimized_metric"
 
 

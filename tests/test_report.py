@@ -1,7 +1,7 @@
 """The HTML reports: contents, self-containment, escaping, and rendering in headless Chromium.
 
 The run and sweep folders are written here from synthetic Results (no training), saved as
-results.json, with a few small figures drawn once with advlab.plots, copied into every run folder.
+results.json, with a few small figures drawn once with advlab.figures.draw, copied into every run folder.
 """
 
 import contextlib
@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from advlab import plots, report, sweep
+from advlab import report, sweep
+from advlab.figures import draw as plots
 from advlab.data import CLASS_NAMES
 from advlab.results import Check, Curves, Results, Targeted
 from advlab.stats import Rate
@@ -250,6 +251,7 @@ def browse(chromium, tmp_path, *args) -> str:
     return out.stdout
 
 
+@pytest.mark.slow  # headless Chromium
 @pytest.mark.parametrize("which", ["run", "sweep"])
 def test_every_image_renders_in_chromium(chromium, tmp_path, run_report, sweep_dir, which):
     path = run_report if which == "run" else sweep_dir / "report.html"
@@ -262,6 +264,7 @@ def test_every_image_renders_in_chromium(chromium, tmp_path, run_report, sweep_d
     assert f'data-tables="{tables}"' in body.group(0), body.group(0)
 
 
+@pytest.mark.slow  # headless Chromium
 def test_screenshot_is_not_blank(chromium, tmp_path, sweep_dir):
     shot = tmp_path / "shot.png"
     browse(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", (sweep_dir / "report.html").as_uri())

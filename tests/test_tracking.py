@@ -19,7 +19,8 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from helpers import SMOKE, advlab_cli, config
 
-from advlab import plots, tracking
+from advlab import tracking
+from advlab.figures import draw as plots
 from advlab.results import Curves, Results, Targeted
 from advlab.stats import Rate
 
@@ -78,7 +79,7 @@ def test_log_results_renders_the_results_object(tmp_path):
 
 def test_log_results_writes_the_objective_under_a_stable_key():
     """A run with optimized_metric set: its value is summary["optimized_metric"], the metric a W&B sweep
-    (conf/wandb_sweep.yaml) reads; without one, no such key."""
+    (sweeps/wandb.yaml) reads; without one, no such key."""
     logger = FakeLogger()
     tracking.log_results(logger, synthetic_results(), {}, objective=0.42)
     assert tracking.OBJECTIVE == "optimized_metric" and logger.experiment.summary[tracking.OBJECTIVE] == 0.42
@@ -114,6 +115,7 @@ def _md5_b64(path) -> str:
     return base64.b64encode(hashlib.md5(path.read_bytes()).digest()).decode()
 
 
+@pytest.mark.slow  # trains, evaluates and logs to W&B (22 s)
 def test_offline_wandb_run_holds_the_table_and_figures(cifar_root, tmp_path):
     proc = advlab_cli("-m", "+experiment=fgsm_defense", *SMOKE, "logger=wandb", "eps=0.01", "alpha=0.5",
                       "optimized_metric={clean:0.5,worst_case@0.01:0.5}",
@@ -135,7 +137,7 @@ def test_offline_wandb_run_holds_the_table_and_figures(cifar_root, tmp_path):
     images = {re.sub(r"_\d+_[0-9a-f]+\.png$", "", p.name)
               for p in (run / "files" / "media" / "images" / "figures").glob("*.png")}
     assert {"accuracy_vs_eps", "confusion_matrix", "test_images", "examples_fgsm", "examples_pgd"} <= images
-    # the run's objective is in its summary under the key a W&B sweep's metric names (conf/wandb_sweep.yaml)
+    # the run's objective is in its summary under the key a W&B sweep's metric names (sweeps/wandb.yaml)
     summary = {item.key: json.loads(item.value_json) for r in _wandb_records(next(run.glob("run-*.wandb")))
                if r.WhichOneof("record_type") == "summary" for item in r.summary.update if item.key}
     objective = 0.5 * results.clean.value + 0.5 * results.worst_case(0.01).value

@@ -1,4 +1,4 @@
-"""The W&B sweep route (conf/wandb_sweep.yaml): `wandb sweep` + `wandb agent`, each trial one `python -m advlab`.
+"""The W&B sweep route (sweeps/wandb.yaml): `wandb sweep` + `wandb agent`, each trial one `python -m advlab`.
 
 The agent's command is expanded here as the agent expands it (W&B's own create_sweep_command_args: each sampled
 parameter `key=value` for ${args_no_hyphens}), and the resulting overrides are composed with Hydra: a parameter
@@ -15,7 +15,7 @@ from helpers import REPO, config
 from advlab import tracking
 from advlab.objective import check_metric
 
-SWEEP = REPO / "conf" / "wandb_sweep.yaml"
+SWEEP = REPO / "sweeps" / "wandb.yaml"
 MACRO = "${args_no_hyphens}"
 
 
