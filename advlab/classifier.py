@@ -22,6 +22,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from advlab.attacks.perturbation import Perturbation
@@ -105,6 +106,7 @@ class AdversarialClassifier(pl.LightningModule):
         # Accuracy metrics by name (train_<term>, val, val_adv), made on first use for num_classes.
         self.num_classes = None if num_classes is None else int(num_classes)
         self.accuracy = nn.ModuleDict()
+        self.epoch_loss = MeanMetric()  # train/loss_epoch: the mean training loss per image over each epoch
 
     def _accuracy(self, key: str, logits: torch.Tensor) -> MulticlassAccuracy:
         if key not in self.accuracy:
@@ -118,9 +120,11 @@ class AdversarialClassifier(pl.LightningModule):
         self.log(name, self.accuracy[key], prog_bar=True, metric_attribute=f"accuracy.{key}")
 
     def on_train_epoch_end(self):
-        # Training accuracy (metrics train_<term>) is logged once per epoch, over the epoch's images, as the
-        # lightning-hydra-template does: a metric logged every step costs a compute and Lightning's bookkeeping
-        # per batch, about 15% of the seed CNN's training step on a CPU (bench/training.py).
+        # Training accuracy (metrics train_<term>) and the epoch's mean loss are logged once per epoch, over the
+        # epoch's images, as the lightning-hydra-template does: a metric logged every step costs a compute and
+        # Lightning's bookkeeping per batch, about 15% of the seed CNN's training step on a CPU (bench/training.py);
+        # updating one costs a few tensor additions.
+        self.log("train/loss_epoch", self.epoch_loss, metric_attribute="epoch_loss")
         for key, metric in self.accuracy.items():
             if key.startswith("train_"):
                 self.log(f"train/{key.removeprefix('train_')}_acc", metric, prog_bar=True,
@@ -145,6 +149,7 @@ class AdversarialClassifier(pl.LightningModule):
         loss, outputs = self.loss(self.model, x, y, generator=self.generator(x.device))
         if hasattr(self.model, "extra_loss"):  # a model's own objective, e.g. the ELBO of a purifying VAE
             loss = loss + self.model.extra_loss(x)
+        self.epoch_loss.update(loss.detach(), weight=len(y))
         if self._writes_step_logs():
             self.log("train/loss", loss, prog_bar=True)
         for kind, out in outputs.items():  # accumulated here, logged at the epoch's end (on_train_epoch_end)

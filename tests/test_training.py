@@ -157,3 +157,17 @@ def test_training_accuracy_is_a_torchmetrics_epoch_value_and_the_loss_keeps_ever
     assert loss_steps == [1, 3, 5]
     *_, every_step = _fit_logged(tmp_path / "always", monkeypatch, always_log=True)
     assert [int(row["step"]) for row in every_step if row["train/loss"]] == loss_steps
+
+
+def test_the_epochs_mean_training_loss_is_logged_per_epoch_whatever_log_every_n_steps(tmp_path):
+    """train/loss_epoch: one value per epoch, the mean cross-entropy over every image of the epoch (weights
+    fixed, so it equals the fixed model's loss on the 10 images), though 3 batches per epoch are fewer than
+    log_every_n_steps would need for a step value in every epoch."""
+    import torch.nn.functional as F
+
+    module, x, y, rows = _fit_logged(tmp_path)
+    with torch.no_grad():
+        expected = F.cross_entropy(module.model(x), y).item()
+    epochs = [row for row in rows if row.get("train/loss_epoch")]
+    assert [int(row["epoch"]) for row in epochs] == [0, 1]
+    assert all(float(row["train/loss_epoch"]) == pytest.approx(expected, rel=1e-5) for row in epochs)
