@@ -22,12 +22,13 @@ install: $(VENV)/.installed
 study: $(VENV)/.installed
 	$(PY) -m advlab +experiment=seed_study $(ARGS)
 
+# On every core (pytest-xdist; each worker gets its share of the torch threads: tests/conftest.py).
 test: $(VENV)/.installed
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto $(PYTEST_ARGS)
 
-# Everything but the tests marked slow (subprocesses, DDP, the browser): the quick loop while editing.
+# Everything but the tests marked slow (subprocesses, DDP, the browser, training beyond a few seconds).
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench/attacks.py $(BENCH_ARGS)

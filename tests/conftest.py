@@ -1,3 +1,10 @@
+"""Fixtures, and the rule that keeps the fast tier fast.
+
+The tiers (docs/development.md): a test is marked `slow` when it starts a subprocess, a browser or DDP, or
+trains for more than a few seconds; `make test-fast` runs the others. So that the rule stays applied, every
+test of the fast tier that takes more than FAST_SECONDS is listed at the end of the run.
+"""
+
 import os
 
 import pytest
@@ -50,3 +57,31 @@ def trained_resnet(cifar_root):
     """SmallResNet after one epoch on 10k real training images (about 40% test accuracy)."""
     torch.manual_seed(0)
     return train_on_cifar(SmallResNet(), cifar_root, epochs=1, weight_decay=5e-4)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker takes its share of the cores as torch threads (and so do the subprocesses
+    it starts), so that the workers together do not oversubscribe the machine."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+FAST_SECONDS = 10.0
+_too_slow: list[tuple[str, float]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and "slow" not in report.keywords and report.duration > FAST_SECONDS:
+        _too_slow.append((report.nodeid, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _too_slow:
+        terminalreporter.write_sep("-", f"fast-tier tests over {FAST_SECONDS:g} s (mark them slow, or make them faster)")
+        for nodeid, seconds in sorted(_too_slow, key=lambda t: -t[1]):
+            terminalreporter.write_line(f"{seconds:6.1f} s  {nodeid}")
+

@@ -45,6 +45,7 @@ class NoisyModel(nn.Module):
         return self.model((x + 0.05 * torch.randn_like(x)).clamp(0, 1))
 
 
+@pytest.mark.slow  # runs 13 s: AutoAttack's rand version with EOT
 def test_rand_version_breaks_a_randomised_model(trained_model, test_images):
     x, y = test_images[0][:60], test_images[1][:60]
     noisy = NoisyModel(trained_model)

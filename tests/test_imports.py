@@ -40,6 +40,7 @@ sys.exit(1 if failed else 0)
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.slow  # a fresh interpreter (subprocess)
 def test_every_module_imports_first_in_a_fresh_interpreter():
     proc = subprocess.run([sys.executable, "-c", FORKING_IMPORTER, *MODULES], capture_output=True, text=True,
                           timeout=300)

@@ -9,7 +9,8 @@ from advlab.evaluation import predict
 torchattacks = pytest.importorskip("torchattacks")
 
 
-@pytest.fixture(params=["seed_cnn", "small_resnet"])
+# The ResNet's cases (its session fixture trains for 17 s, its PGD case takes 16 s) belong to the slow tier.
+@pytest.fixture(params=["seed_cnn", pytest.param("small_resnet", marks=pytest.mark.slow)])
 def model(request, trained_model, trained_resnet):
     return trained_model if request.param == "seed_cnn" else trained_resnet
 
@@ -33,6 +34,7 @@ def test_pgd_robust_accuracy_within_one_point_of_torchattacks(model, test_images
     assert abs(ours - theirs) <= 0.01, (ours, theirs)
 
 
+@pytest.mark.slow  # AutoAttack twice at full budget (40-115 s)
 def test_autoattack_no_weaker_than_torchattacks(model, test_images, request):
     # eps where most images fall to APGD, so the costly last stages (FAB-T, Square with 5000
     # queries) run on few images and the test stays within CI's budget.

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
@@ -70,6 +71,7 @@ def test_the_summary_files(tmp_path):
     assert (tmp_path / "sweep_accuracy_vs_eps.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # a multirun in a subprocess
 def test_sweep_command_writes_the_summary_only(tmp_path):
     make_sweep(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "advlab.sweep", str(tmp_path)], capture_output=True, text=True,
@@ -92,6 +94,7 @@ def test_report_command_on_a_sweep_writes_summary_and_reports(tmp_path, capsys):
     assert "Figure missing" not in text and "<th>certified</th>" in text
 
 
+@pytest.mark.slow  # a fresh interpreter (subprocess)
 def test_sweep_does_not_import_report():
     code = "import sys, advlab.sweep; sys.exit('advlab.report' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
