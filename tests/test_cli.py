@@ -88,6 +88,7 @@ def test_multirun_sweep_over_eps_and_alpha(cifar_root, tmp_path):
     assert (sweep / "sweep_accuracy_vs_eps.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # trains the four models of the study
 def test_seed_study_smoke_writes_the_whole_report(cifar_root, tmp_path):
     cfg = config("+experiment=seed_study", *SMOKE, "logger=none", f"data.root={cifar_root}",
                  f"+output_dir={tmp_path}")
@@ -105,6 +106,32 @@ def test_seed_study_smoke_writes_the_whole_report(cifar_root, tmp_path):
         assert float(eps) in defended["robustness"]["eps"]
 
 
+@pytest.mark.slow  # spawns two worker processes
+def test_the_seed_study_runs_its_models_side_by_side_with_the_same_numbers(cifar_root, tmp_path, monkeypatch):
+    """study.jobs=2: the four runs in two worker processes, one torch thread each; every model's numbers equal
+    those of the same study run one model after the other with one thread."""
+    import torch
+
+    import advlab.seed_study as seed_study
+
+    base = ["+experiment=seed_study", *SMOKE, "logger=none", f"data.root={cifar_root}", "evaluation.eps=[0.0,0.01]",
+            "evaluation.attacks=[fgsm,pgd]", "evaluation.checks.enabled=false"]
+    monkeypatch.setattr(seed_study, "_cores", lambda: 2)  # two cores: one thread per worker
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(config(*base, "study.jobs=1", f"+output_dir={tmp_path / 'serial'}"))
+    finally:
+        torch.set_num_threads(threads)
+    run(config(*base, "study.jobs=2", f"+output_dir={tmp_path / 'parallel'}"))
+    for folder in ("baseline", "defense_eps0.001", "defense_eps0.01", "defense_eps0.1"):
+        serial, parallel = (json.loads((tmp_path / kind / folder / "results.json").read_text())
+                            for kind in ("serial", "parallel"))
+        assert parallel["clean"] == serial["clean"] and parallel["robustness"] == serial["robustness"], folder
+    assert (tmp_path / "parallel" / "report.md").read_text().count("| 0.01 |") >= 2
+
+
+@pytest.mark.slow  # trains and evaluates twice
 def test_same_seed_same_numbers(cifar_root, tmp_path):
     cfg = config("+experiment=fgsm_defense", *SMOKE, "logger=none", f"data.root={cifar_root}",
                  "evaluation.eps=[0.0,0.01]")
