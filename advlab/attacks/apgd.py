@@ -24,21 +24,9 @@ import torch
 from torch import nn
 
 from advlab.attacks import _core
-from advlab.attacks._core import (
-    check_classes_of,
-    check_eps,
-    check_images,
-    check_int,
-    check_n_target_classes,
-    check_norm,
-    check_number,
-    check_steps,
-    check_target,
-    eval_mode,
-    fooled,
-    per_image,
-    prepare_model,
-)
+from advlab.attacks._core import (check_classes_of, check_eps, check_images, check_int,
+                                 check_n_target_classes, check_norm, check_number, check_steps, check_target,
+                                 eval_mode, fooled, per_image, prepare_model)
 from advlab.attacks.losses import dlr, get_loss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]

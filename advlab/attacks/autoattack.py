@@ -16,18 +16,8 @@ of the model over `eot_samples` forward passes (Expectation over Transformation)
 import torch
 from torch import nn
 
-from advlab.attacks._core import (
-    check_eps,
-    check_images,
-    check_int,
-    check_n_target_classes,
-    check_norm,
-    check_steps,
-    eval_mode,
-    forward,
-    make_generator,
-    prepare_model,
-)
+from advlab.attacks._core import (check_eps, check_images, check_int, check_n_target_classes, check_norm,
+                                 check_steps, eval_mode, forward, make_generator, prepare_model)
 from advlab.attacks.apgd import MOMENTUM, RHO, RunConfig, run_apgd, run_apgd_targeted
 from advlab.attacks.fab import Search, run_fab_targeted
 from advlab.attacks.losses import cross_entropy, dlr

@@ -29,25 +29,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from advlab.attacks._core import (
-    check_classes_of,
-    check_eps,
-    check_images,
-    check_int,
-    check_n_target_classes,
-    check_norm,
-    check_number,
-    check_steps,
-    check_target,
-    eval_mode,
-    fooled,
-    forward,
-    make_generator,
-    per_image,
-    perturbation_norm,
-    prepare_model,
-    random_start,
-)
+from advlab.attacks._core import (check_classes_of, check_eps, check_images, check_int,
+                                 check_n_target_classes, check_norm, check_number, check_steps, check_target,
+                                 eval_mode, fooled, forward, make_generator, per_image, perturbation_norm,
+                                 prepare_model, random_start)
 
 # Random-start radius where no adversarial was found yet and no eps was given (the
 # defaults of the reference implementation): half of it is used, like half the best norm.
@@ -395,6 +380,13 @@ def _verified(model, x, y, target, best_x, norm):
 # ---------------------------------------------------------------- shared by the public functions
 
 
+def _checked(norm, steps, eps, restarts, x, y, seed):
+    """The settings every public FAB function takes, checked, and the restarts' generator."""
+    check_images(x, y)
+    return (check_norm(norm), check_steps(steps), None if eps is None else check_eps(eps),
+            check_int(restarts, "restarts", 0), make_generator(seed, x.device))
+
+
 def _prepare(model, x, y, target):
     """Validate the labels against the model; returns (x detached, the model as the attack calls
     it (advlab.attacks._core.prepare_model), its output at x)."""
@@ -443,16 +435,11 @@ def fab(
     as the target are returned unchanged. `seed`: the random restarts' generator or its seed
     (advlab.attacks._core.make_generator).
     """
-    norm = check_norm(norm)
-    steps = check_steps(steps)
-    eps = None if eps is None else check_eps(eps)
-    restarts = check_int(restarts, "restarts", 0)
+    norm, steps, eps, restarts, generator = _checked(norm, steps, eps, restarts, x, y, seed)
     alpha_max = check_number(alpha_max, "alpha_max", 0.0, 1.0, what="a number")
     eta = check_number(eta, "eta", 1.0, what="a finite number", meaning="(the overshoot factor)")
     beta = check_number(beta, "beta", 0.0, 1.0, low_open=True, what="a number")
-    check_images(x, y)
     target = check_target(y, target)
-    generator = make_generator(seed, x.device)
     if x.shape[0] == 0:
         return x.detach().clone()
     with eval_mode(model):
@@ -482,12 +469,7 @@ def fab_targeted(
     is tried only on images with no adversarial within eps yet, and the result is
     thresholded as in `fab`. `restarts` and `seed` apply to each targeted run.
     """
-    norm = check_norm(norm)
-    steps = check_steps(steps)
-    eps = None if eps is None else check_eps(eps)
-    restarts = check_int(restarts, "restarts", 0)
-    check_images(x, y)
-    generator = make_generator(seed, x.device)
+    norm, steps, eps, restarts, generator = _checked(norm, steps, eps, restarts, x, y, seed)
     if x.shape[0] == 0:
         return x.detach().clone()
     with eval_mode(model):
@@ -535,11 +517,7 @@ def minimal_norms(
     These are upper bounds on the true minimal norms: an image whose true minimal
     adversarial is smaller than FAB's may be counted robust at eps where it is not.
     """
-    norm = check_norm(norm)
-    steps = check_steps(steps)
-    restarts = check_int(restarts, "restarts", 0)
-    check_images(x, y)
-    generator = make_generator(seed, x.device)
+    norm, steps, _, restarts, generator = _checked(norm, steps, None, restarts, x, y, seed)
     if x.shape[0] == 0:
         return torch.zeros(0, dtype=x.dtype, device=x.device)
     with eval_mode(model):

@@ -53,17 +53,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from advlab.attacks._core import (
-    check_classes_of,
-    check_eps,
-    check_images,
-    check_int,
-    check_norm,
-    check_number,
-    eval_mode,
-    forward,
-    make_generator,
-)
+from advlab.attacks._core import (check_classes_of, check_eps, check_images, check_int, check_norm,
+                                 check_number, eval_mode, forward, make_generator)
 from advlab.attacks.apgd import apgd, apgd_targeted
 from advlab.attacks.autoattack import QUERIES, STEPS, VERSIONS, run_ensemble, stages
 from advlab.attacks.losses import margin

@@ -7,18 +7,8 @@ In L2 the one step follows the normalised gradient instead of its sign (the "fas
 import torch
 from torch import nn
 
-from advlab.attacks._core import (
-    check_eps,
-    check_images,
-    check_norm,
-    check_target,
-    eval_mode,
-    input_gradient,
-    make_generator,
-    project,
-    random_start,
-    steepest_step,
-)
+from advlab.attacks._core import (check_eps, check_images, check_norm, check_target, eval_mode,
+                                 input_gradient, make_generator, project, random_start, steepest_step)
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, target=None,

@@ -4,15 +4,8 @@ import torch
 from torch import nn
 
 from advlab.attacks import _core
-from advlab.attacks._core import (
-    check_eps,
-    check_images,
-    check_int,
-    check_norm,
-    check_steps,
-    check_target,
-    eval_mode,
-)
+from advlab.attacks._core import (check_eps, check_images, check_int, check_norm, check_steps, check_target,
+                                 eval_mode)
 from advlab.attacks.losses import get_loss
 
 

@@ -30,21 +30,9 @@ import math
 import torch
 from torch import nn
 
-from advlab.attacks._core import (
-    check_classes_of,
-    check_eps,
-    check_images,
-    check_int,
-    check_norm,
-    check_number,
-    check_target,
-    eval_mode,
-    fooled,
-    make_generator,
-    per_image,
-    prepare_model,
-    project,
-)
+from advlab.attacks._core import (check_classes_of, check_eps, check_images, check_int, check_norm,
+                                 check_number, check_target, eval_mode, fooled, make_generator, per_image,
+                                 prepare_model, project)
 from advlab.attacks.losses import margin
 
 P_INIT = 0.8  # the share of the image the first windows cover: the paper's and AutoAttack's setting
@@ -58,17 +46,8 @@ _REFERENCE_BUDGET = 10000
 _REDRAWS = 10
 
 
-def square(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    norm: str = "linf",
-    queries: int = 5000,
-    p_init: float = P_INIT,
-    target=None,
-    seed: int | torch.Generator = 0,
-) -> torch.Tensor:
+def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf", queries: int = 5000,
+           p_init: float = P_INIT, target=None, seed: int | torch.Generator = 0) -> torch.Tensor:
     """Square Attack on a batch of images (N, C, H, W) in [0, 1]; returns the adversarial images.
 
     queries: the most perturbed points evaluated per image (the start counts as one), on top of
