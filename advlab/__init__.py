@@ -13,4 +13,15 @@ def evaluate(*args, **kwargs):
     return _evaluate(*args, **kwargs)
 
 
-__all__ = ["__version__", "load", "evaluate"]
+def load_results(run_dir):
+    """The Results of a finished run (its folder, or its results.json), with its per-image record (merges
+    included): results.per_image.to_pandas() is the table."""
+    from pathlib import Path
+
+    from advlab.results import Results
+
+    path = Path(run_dir)
+    return Results.load(path / "results.json" if path.is_dir() else path)
+
+
+__all__ = ["__version__", "load", "evaluate", "load_results"]

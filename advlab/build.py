@@ -111,8 +111,9 @@ def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
         eps=[float(e) for e in ev.eps], attacks=plain(ev.attacks) or [], norm=ev.norm,
         target=None if ev.target is None else target_index(cfg, ev.target), per_attack=ev.per_attack, bf16=ev.bf16,
         checks=ev.checks.enabled, checks_n_images=ev.checks.n_images, checks_square_queries=ev.checks.square_queries,
-        checks_large_eps=plain(ev.checks.large_eps), convergence=ev.checks.convergence, seed=cfg.seed, batch_size=cfg.data.eval_batch_size,
-        progress=ev.progress)
+        checks_large_eps=plain(ev.checks.large_eps), convergence=ev.checks.convergence, seed=cfg.seed,
+        batch_size=cfg.data.eval_batch_size, progress=ev.progress, save_adversarial=ev.save_adversarial,
+        transfer_from=ev.transfer_from, merge=ev.merge, resume=ev.resume)
 
 
 def check_model_config(spec: dict) -> None:

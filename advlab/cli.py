@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from advlab.build import check_config
 from advlab.errors import UserError
-from advlab.experiment import is_rank_zero, train_and_evaluate
+from advlab.experiment import is_rank_zero, run_binarization, train_and_evaluate
 from advlab.objective import metric_value
 from advlab.results import Results
 from advlab.seed_study import run_seed_study
@@ -70,7 +70,7 @@ def run_experiment(cfg: DictConfig, datamodule, run_dir: Path):
     return results
 
 
-TASKS = {"experiment": run_experiment, "seed_study": run_seed_study}
+TASKS = {"experiment": run_experiment, "seed_study": run_seed_study, "binarization": run_binarization}
 
 
 def _first_line(error: BaseException) -> str:

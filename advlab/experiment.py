@@ -20,8 +20,11 @@ from advlab.build import evaluation_settings, plain
 from advlab.checkpoint import load
 from advlab.data import DatasetInfo, check_model_on_data, digits, resolve_dataset
 from advlab.evaluation.distributed import rank_and_world_size
+from advlab.evaluation.adversarial import FOLDER as ADVERSARIAL
+from advlab.evaluation.adversarial import write_adversarial
 from advlab.evaluation.pipeline import run_evaluation
 from advlab.figures import write_figures
+from advlab.io import write_json
 from advlab.objective import metric_value
 from advlab.provenance import provenance
 from advlab.report import write_run_report
@@ -48,11 +51,15 @@ def class_names(info: DatasetInfo, num_classes: int) -> list[str]:
     return list(names)
 
 
-def evaluate_model(cfg: DictConfig, model: nn.Module, datamodule, info: DatasetInfo) -> Results:
-    """The evaluation pipeline (advlab.evaluation.pipeline) on the test split, with the config's settings.
+def evaluate_model(cfg: DictConfig, model: nn.Module, datamodule, info: DatasetInfo, run_dir: Path | None = None
+                   ) -> Results:
+    """The evaluation pipeline (advlab.evaluation.pipeline) on the test split, with the config's settings; the
+    per-image record names run_dir as the source of its columns.
 
     The number of classes is the model's, checked against the data's (info, the labels)."""
     settings = evaluation_settings(cfg)
+    if run_dir is not None:
+        settings.source = str(run_dir)
     datamodule.setup("test")
     images, labels = datamodule.test_set.tensors
     model = model.to(evaluation_device(cfg)).eval()
@@ -80,7 +87,7 @@ def train_and_evaluate(cfg: DictConfig, datamodule, run_dir: Path, name: str, gr
             model, training = train_model(cfg, datamodule, run_dir, logger)
             checkpoint = run_dir / "model.pt"
         start = time.perf_counter()
-        results = evaluate_model(cfg, model, datamodule, info)
+        results = evaluate_model(cfg, model, datamodule, info, run_dir)
         if not is_rank_zero():  # under DDP the counts are already gathered; files are rank 0's
             return results
         results.name, results.seed, results.overrides = name, cfg.seed, list(overrides or [])
@@ -93,8 +100,10 @@ def train_and_evaluate(cfg: DictConfig, datamodule, run_dir: Path, name: str, gr
         results.evaluation_seconds = round(time.perf_counter() - start, 1)
         if not cfg.get("checkpoint"):  # written once, complete, with its headline numbers (before it is hashed)
             save_model(checkpoint, model, cfg, training, results.headline())
-        results.provenance = provenance(checkpoint)
-        results.save(run_dir / "results.json")
+        results.provenance = {**provenance(checkpoint), **results.provenance}  # (merged_from, with a merge)
+        if results.adversarial:
+            write_adversarial(run_dir / ADVERSARIAL, results.adversarial, labels, results.per_image.columns["index"])
+        results.save(run_dir / "results.json")  # and per_image.csv.gz beside it
         write_run_report(run_dir, results)
         objective = metric_value(cfg.optimized_metric, results) if cfg.get("optimized_metric") is not None else None
         tracking.log_results(logger, results, {k: run_dir / f for k, f in results.figures.items()}, objective)
@@ -102,3 +111,27 @@ def train_and_evaluate(cfg: DictConfig, datamodule, run_dir: Path, name: str, gr
     finally:
         tracking.finish(logger)
     return results
+
+
+def run_binarization(cfg: DictConfig, datamodule, run_dir: Path) -> dict:
+    """+experiment=binarization: the binarization test (advlab.evaluation.binarization) of the checkpoint's
+    model with the evaluation's attacks at binarization.eps; binarization.json in the run folder."""
+    from advlab.evaluation.binarization import binarization_test
+
+    datamodule.setup("test")
+    resolve_dataset(cfg, datamodule)
+    model = load(Path(cfg.checkpoint), model=plain(cfg.model)).to(evaluation_device(cfg)).eval()
+    images, labels = datamodule.test_set.tensors
+    spec = cfg.binarization
+    attacks = build_attacks(evaluation_settings(cfg).attacks, norm=cfg.evaluation.norm, seed=cfg.seed)
+    result = binarization_test(model, images, labels, attacks, spec.eps, cfg.evaluation.norm, spec.n_images,
+                               spec.n_inner, spec.inner_radius, spec.threshold, cfg.seed)
+    out = {**result.to_dict(), "attacks": list(attacks), "checkpoint": str(cfg.checkpoint),
+           "provenance": provenance(Path(cfg.checkpoint))}
+    if is_rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "binarization.json", out)
+        print(result.summary())
+        print(f"results: {run_dir / 'binarization.json'}")
+    return out
+

@@ -22,6 +22,8 @@ SCHEMA = "advlab-results-v2"
 WORST_CASE = "worst_case"
 # The evaluation checks, in the order they are run and shown (advlab.evaluation.checks).
 CHECK_NAMES = ("monotone", "large_eps", "iterative", "black_box", "convergence", "label_leaking")
+# Checks run only when the evaluation has what they judge: "transfer" with evaluation.transfer_from.
+OPTIONAL_CHECKS = ("transfer",)
 
 
 def _rates(items) -> list[Rate]:
@@ -104,8 +106,8 @@ class Check:
     numbers: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.name not in CHECK_NAMES:
-            raise ValueError(f"check name must be one of {CHECK_NAMES}, got {self.name!r}")
+        if self.name not in CHECK_NAMES + OPTIONAL_CHECKS:
+            raise ValueError(f"check name must be one of {CHECK_NAMES + OPTIONAL_CHECKS}, got {self.name!r}")
         if self.status not in ("PASS", "WARN", "SKIP"):
             raise ValueError(f"check status must be PASS, WARN or SKIP, got {self.status!r}")
 
@@ -127,6 +129,11 @@ class Results:
     checks: list[Check] = field(default_factory=list)
     convergence: dict | None = None  # PGD and APGD loss and margin per iteration (advlab.evaluation.convergence)
     notes: list[str] = field(default_factory=list)  # what the evaluation decided on its own (a fallback, ...)
+    # The per-image record every number above is computed from (advlab.evaluation.record.PerImage; saved
+    # beside results.json as per_image.csv.gz), and, when asked for, the worst-case adversarial images per eps.
+    # Results compare by their numbers; records compare on their own (PerImage.__eq__).
+    per_image: "PerImage | None" = field(default=None, compare=False, repr=False)
+    adversarial: dict | None = field(default=None, compare=False, repr=False)
 
     name: str = ""
     seed: int | None = None
@@ -193,6 +200,8 @@ class Results:
             d["notes"] = self.notes
         if self.convergence is not None:
             d["convergence"] = self.convergence
+        if self.per_image is not None:
+            d["per_image"] = self.per_image.meta()
         d["evaluation_seconds"] = self.evaluation_seconds
         d["figures"] = self.figures
         d["config"] = self.config
@@ -217,15 +226,28 @@ class Results:
             notes=list(d.get("notes", [])), **meta)
 
     def save(self, path: str | Path) -> Path:
+        """results.json at `path`, and the per-image record beside it (per_image.csv.gz) first: results.json,
+        written last and atomically, marks a complete run."""
+        path = Path(path)
+        if self.per_image is not None:
+            self.per_image.save(path.parent / self.per_image.meta()["file"])
         return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "Results":
+        """A results.json, with its per-image record when the file beside it holds one."""
+        from advlab.evaluation.record import PerImage
+
         path = Path(path)
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            d = json.loads(path.read_text(encoding="utf-8"))
+            results = cls.from_dict(d)
         except (KeyError, TypeError, json.JSONDecodeError) as error:
             raise ValueError(f"results: {path} is not an advlab results file ({error!r})") from error
+        meta = d.get("per_image")
+        if meta and (path.parent / meta["file"]).is_file():
+            results.per_image = PerImage.load(path.parent / meta["file"], meta)
+        return results
 
     # ------------------------------------------------------------------ text
 

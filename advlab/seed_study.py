@@ -28,7 +28,7 @@ from advlab.build import plain
 from advlab.data import DATASETS
 from advlab.experiment import train_and_evaluate
 from advlab.io import write_json, write_text
-from advlab.results import CHECK_NAMES, WORST_CASE, Results
+from advlab.results import CHECK_NAMES, OPTIONAL_CHECKS, WORST_CASE, Results
 
 # The study's published figures, in percent.
 STUDY = {
@@ -218,7 +218,7 @@ def render_report(cfg: DictConfig, baseline: Results, defenses: dict[float, Resu
 
 def checks_section(models: dict[str, Results]) -> list[str]:
     """A PASS/WARN table of the evaluation checks per model, then the details of every WARN."""
-    names = CHECK_NAMES
+    names = [n for n in CHECK_NAMES + OPTIONAL_CHECKS if any(c.name == n for res in models.values() for c in res.checks)]
     lines = ["## Evaluation checks", "",
              "After Carlini et al. 2019 (docs/evaluation.md, 'Reading the evaluation'). A WARN means the robust "
              "accuracy above may come from the attack failing, not from robustness.", "",

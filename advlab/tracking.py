@@ -114,12 +114,32 @@ def _log_results(run, results: Results, figures: dict[str, Path]) -> None:
     }
     if results.targeted:
         payload["eval/targeted_success"] = _rate_table(results.targeted.success, "success_rate")
+    if results.per_image is not None:
+        payload["eval/per_image"] = _per_image_table(results.per_image)
     run.log(payload)
     run.summary["eval/clean_acc"] = results.clean.value
     run.summary["eval/n_images"] = results.n_images
     for attack, rates in rob.rates.items():
         for e, r in zip(rob.eps, rates):
             run.summary[f"eval/{attack}_acc@{e:g}"] = r.value
+
+
+def _per_image_table(record):
+    """The per-image record (advlab.evaluation.record) as a wandb.Table: one row per image, its columns."""
+    import math
+
+    import wandb
+
+    table = record.table()
+    names = list(table)
+
+    def cell(value):
+        if isinstance(value, str):
+            return value
+        value = value.item() if hasattr(value, "item") else value
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    return wandb.Table(columns=names, data=[[cell(table[k][i]) for k in names] for i in range(len(record))])
 
 
 # The run folder's files logged as W&B artifacts, and each one's artifact type.

@@ -25,6 +25,7 @@ def test_autoattack_invariants(version, norm, eps, tiny_model, synthetic_batch):
     assert torch.equal(x_adv[~fooled], x[~fooled])
 
 
+@pytest.mark.slow  # AutoAttack twice (10 s)
 def test_autoattack_is_deterministic_and_no_weaker_than_its_first_stage(trained_model, test_images):
     x, y = test_images[0][:100], test_images[1][:100]
     a = autoattack(trained_model, x, y, 0.005, seed=1, steps=20, queries=300)

@@ -69,7 +69,7 @@ def test_small_archives_load(tmp_path):
 @pytest.mark.parametrize(
     "arrays, match",
     [
-        ({"x": np.zeros((2, 32, 32, 3), np.float32), "y": np.zeros(2, np.uint8)}, "must be uint8"),
+        ({"x": np.full((2, 32, 32, 3), 2.0, np.float32), "y": np.zeros(2, np.uint8)}, r"must lie in \[0, 1\]"),
         ({"x": np.zeros((2, 32, 32), np.uint8), "y": np.zeros(2, np.uint8)}, "must be uint8 of shape"),
         ({"x": np.zeros((2, 32, 32, 3), np.uint8), "y": np.zeros(3, np.uint8)}, "must hold 2 integer labels"),
         ({"x": np.zeros((2, 32, 32, 3), np.uint8), "y": np.array([0, 10])}, r"labels must be in \[0, 9\]"),

@@ -194,8 +194,9 @@ def test_npz_refuses_what_it_cannot_read(tmp_path):
     np.savez(tmp_path / "gray.npz", x=np.zeros((2, 32, 32), np.uint8), y=np.zeros(2, np.int64))
     with pytest.raises(DataError, match=r"gray.npz: 'x' must be uint8 of shape \(N, H, W, 3\) or \(N, 3, H, W\)"):
         read_npz(tmp_path / "gray.npz")
-    np.savez(tmp_path / "float.npz", x=np.zeros((2, 32, 32, 3), np.float32), y=np.zeros(2, np.int64))
-    with pytest.raises(DataError, match="float.npz: 'x' must be uint8"):
+    # float images are read (saved adversarial examples are float32), in [0, 1] only
+    np.savez(tmp_path / "float.npz", x=np.full((2, 32, 32, 3), 255.0, np.float32), y=np.zeros(2, np.int64))
+    with pytest.raises(DataError, match=r"float.npz: float images must lie in \[0, 1\]"):
         read_npz(tmp_path / "float.npz")
     np.savez(tmp_path / "neg.npz", x=np.zeros((2, 8, 8, 3), np.uint8), y=np.array([0, -1]))
     with pytest.raises(DataError, match="neg.npz: labels must be in >= 0"):

@@ -3,8 +3,8 @@
 The two-rank tests fork two CPU processes (gloo backend, a file:// rendezvous in
 tmp_path). Each process first evaluates the whole set alone, then
 joins the process group and evaluates its shard; the test checks every rank returns the
-single-process numbers, that the shards split the images, and that the counts cross
-ranks in exactly one all-reduce.
+single-process numbers and per-image record, that the shards split the images, and that the
+rows cross ranks in exactly one gather.
 """
 
 import json
@@ -61,21 +61,23 @@ def _worker(rank: int, world_size: int, rendezvous: str, out_dir: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    reference = {name: evaluate_robustness(m, loader, EPS, _attacks(), progress=False, **kw).to_dict()
-                 for name, (m, loader, kw) in _scenarios().items()}
+    references = {name: evaluate_robustness(m, loader, EPS, _attacks(), progress=False, **kw)
+                  for name, (m, loader, kw) in _scenarios().items()}
+    reference = {name: r.to_dict() for name, r in references.items()}
 
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world_size)
     calls, seen = [], []
-    real_all_reduce, real_count_batch = dist.all_reduce, robustness._count_batch
-    dist.all_reduce = lambda *a, **k: calls.append(1) or real_all_reduce(*a, **k)
-    robustness._count_batch = lambda model, x, y, *a: seen.append(len(y)) or real_count_batch(model, x, y, *a)
+    real_gather, real_measure_batch = dist.all_gather_object, robustness._measure_batch
+    dist.all_gather_object = lambda *a, **k: calls.append(1) or real_gather(*a, **k)
+    robustness._measure_batch = lambda model, x, y, *a: seen.append(len(y)) or real_measure_batch(model, x, y, *a)
     report = {}
     for name, (m, loader, kw) in _scenarios().items():
         calls.clear()
         seen.clear()
         results = evaluate_robustness(m, loader, EPS, _attacks(), progress=False, **kw)
-        report[name] = {"reference": reference[name], "distributed": results.to_dict(), "all_reduces": len(calls),
-                        "images_here": sum(seen), "rank": rank_and_world_size()}
+        report[name] = {"reference": reference[name], "distributed": results.to_dict(), "gathers": len(calls),
+                        "images_here": sum(seen), "rank": rank_and_world_size(),
+                        "same_record": results.per_image == references[name].per_image}
     dist.destroy_process_group()
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(report))
 
@@ -103,6 +105,7 @@ def test_every_rank_returns_the_single_process_results(two_ranks, scenario):
         got = report[scenario]
         assert got["rank"] == [rank, 2]
         assert got["distributed"] == got["reference"], (rank, scenario)
+        assert got["same_record"], (rank, scenario)
     n = 1 if scenario == "one_image" else N_IMAGES
     assert two_ranks[0][scenario]["reference"]["n_images"] == n
     # Each image on exactly one rank: the shards add up to the set (and the results match, so none twice).
@@ -110,10 +113,10 @@ def test_every_rank_returns_the_single_process_results(two_ranks, scenario):
 
 
 @pytest.mark.slow
-def test_the_work_is_split_and_counts_cross_ranks_once(two_ranks):
+def test_the_work_is_split_and_rows_cross_ranks_once(two_ranks):
     here = {name: [r[name]["images_here"] for r in two_ranks] for name in two_ranks[0]}
     assert here == {"blocks_targeted": [51, 50], "sequential": [51, 50], "round_robin": [61, 40], "one_image": [1, 0]}
-    assert all(r[name]["all_reduces"] == 1 for r in two_ranks for name in r)
+    assert all(r[name]["gathers"] == 1 for r in two_ranks for name in r)
     # The scenarios measure something: attacks lower accuracy, and the targeted attack gains with eps.
     res = two_ranks[0]["blocks_targeted"]["reference"]
     worst = [r["successes"] for r in res["robustness"]["accuracy"]["worst_case"]]

@@ -148,6 +148,7 @@ def test_first_version_results_files_still_load(evaluation):
         Results.from_dict({**old, "schema": "advlab-results-v99"})
 
 
+@pytest.mark.slow  # a run through the command line's code and the API (10 s)
 def test_command_line_and_python_api_give_identical_numbers(trained_model, cifar_root, tmp_path):
     """The CLI's evaluation of a checkpoint and advlab.evaluate on the same model, images and
     settings (attacks with settings, a random-start attack, L2, the checks) agree exactly."""

@@ -170,8 +170,9 @@ def test_as_strong_as_autoattack_on_a_trained_model(trained_model, test_images):
 
 
 def test_evaluation_falls_back_to_full_autoattack_when_the_checks_warn(pixel_model, batch):
-    """On the rounded (masked) model the large-eps check warns: fast mode must not judge it; the full
-    AutoAttack does, its curve is named so, and the results say why. On the honest model nothing changes."""
+    """On the rounded (masked) model the large-eps check warns: fast mode must not judge it alone; the full
+    AutoAttack also runs, on the images the other attacks left robust only (nothing else runs again), the
+    worst case includes it, and the results say why. On the honest model nothing changes."""
     import advlab
     from advlab.evaluation.pipeline import MASKING_CHECKS
 
@@ -181,7 +182,10 @@ def test_evaluation_falls_back_to_full_autoattack_when_the_checks_warn(pixel_mod
     y = predict(masked, batch)
     results = advlab.evaluate(masked, batch, y, eps=[0.03], attacks=["fgsm", fast], **cheap)
     assert any(c.status == "WARN" and c.name in MASKING_CHECKS for c in results.checks)
-    assert "autoattack" in results.attacks and "autoattack-fast" not in results.attacks
+    record = results.per_image
+    assert record.attacks[-1] == "autoattack" and "autoattack" not in record.complete, "run on the survivors only"
+    assert (record.survived("autoattack", 0.03) >= 0).sum() == record.worst(0.03).sum() + (
+        record.survived("autoattack", 0.03) == 0).sum(), "it attacked exactly the images the others left robust"
     assert any("full AutoAttack" in note for note in results.notes)
     # the full ensemble's Square runs at full_queries: at least as strong as fast mode on this model
     alone = advlab.evaluate(masked, batch, y, eps=[0.03], attacks=["fgsm", fast], checks=False, perturbed=False)

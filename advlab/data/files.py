@@ -53,10 +53,12 @@ def npz_files(root: Path, split: str) -> list[Path]:
 
 
 def read_npz(path: str | os.PathLike, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """x uint8 (N, H, W, 3) and y (N,) from the archive at `path` (allow_pickle=False), validated.
+    """x (N, H, W, 3) and y (N,) from the archive at `path` (allow_pickle=False), validated.
 
-    x may be stored channels last (N, H, W, 3) or channels first (N, 3, H, W); y must be integer
-    labels >= 0, and < num_classes when it is given. A DataError names the file.
+    x is uint8 (0-255), or float in [0, 1] (saved adversarial examples: advlab.evaluation.adversarial, whose
+    perturbations would not survive a round to uint8; read as float32), stored channels last (N, H, W, 3) or
+    channels first (N, 3, H, W); y must be integer labels >= 0, and < num_classes when it is given. A DataError
+    names the file.
     """
     path = Path(path)
     try:
@@ -70,11 +72,17 @@ def read_npz(path: str | os.PathLike, num_classes: int | None = None) -> tuple[n
         raise DataError(f"{path}: no such file") from err
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         raise DataError(f"{path}: not a readable NumPy .npz archive ({err})") from err
-    if x.dtype == np.uint8 and x.ndim == 4 and x.shape[3] != 3 and x.shape[1] == 3:
+    floating = np.issubdtype(x.dtype, np.floating)
+    if (x.dtype == np.uint8 or floating) and x.ndim == 4 and x.shape[3] != 3 and x.shape[1] == 3:
         x = x.transpose(0, 2, 3, 1)  # channels first -> channels last
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3:
-        raise DataError(f"{path}: 'x' must be uint8 of shape (N, H, W, 3) or (N, 3, H, W) (RGB, 0-255), "
-                        f"got {x.dtype} {x.shape}")
+    if not (x.dtype == np.uint8 or floating) or x.ndim != 4 or x.shape[3] != 3:
+        raise DataError(f"{path}: 'x' must be uint8 of shape (N, H, W, 3) or (N, 3, H, W) (RGB, 0-255; or float in "
+                        f"[0, 1]), got {x.dtype} {x.shape}")
+    if floating:
+        x = x.astype(np.float32)
+        if x.size and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+            raise DataError(f"{path}: float images must lie in [0, 1], got values in [{np.nanmin(x):.4g}, "
+                            f"{np.nanmax(x):.4g}]")
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{path}: 'y' must hold {len(x)} integer labels, got {y.dtype} {y.shape}")
     if len(y) and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
@@ -85,8 +93,11 @@ def read_npz(path: str | os.PathLike, num_classes: int | None = None) -> tuple[n
 
 def load_npz_files(paths: Sequence[str | os.PathLike], num_classes: int | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The archives at `paths` (read_npz each), concatenated: uint8 (N, 3, H, W) and int64 labels."""
+    """The archives at `paths` (read_npz each), concatenated: uint8 (or float32) (N, 3, H, W), int64 labels."""
     parts = [read_npz(p, num_classes) for p in paths]
+    if len({p[0].dtype for p in parts}) > 1:
+        raise DataError(f"the archives of one split must all hold uint8 or all float images, got "
+                        f"{', '.join(f'{Path(f)}: {x.dtype}' for f, (x, _) in zip(paths, parts))}")
     sizes = {p[0].shape[1:3] for p in parts}
     if len(sizes) > 1:
         shown = ", ".join(f"{Path(f)}: {x.shape[1]}x{x.shape[2]}" for f, (x, _) in zip(paths, parts))
@@ -150,13 +161,14 @@ def to_unit_float(x: torch.Tensor) -> torch.Tensor:
 
 
 def channel_stats(x: torch.Tensor, chunk: int = 10000) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 images (N, C, H, W) on the [0, 1] scale."""
+    """Per-channel mean and standard deviation of images (N, C, H, W), uint8 or float in [0, 1], on the [0, 1]
+    scale."""
     if len(x) == 0:
         raise ValueError("channel_stats: no images")
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
     for part in x.split(chunk):
-        part = part.to(torch.float64).div_(255)
+        part = part.to(torch.float64).div_(255 if x.dtype == torch.uint8 else 1)
         total += part.sum((0, 2, 3))
         squares += part.square().sum((0, 2, 3))
     count = x.numel() / x.shape[1]

@@ -11,6 +11,8 @@ artefact of the attack (weak or masked gradients), not robustness.
 4. black_box     the black-box Square attack is not stronger than the white-box attacks
 5. convergence   more steps and restarts no longer change the number
 6. label_leaking perturbed accuracy (FGSM on every image) is not above clean accuracy
+7. transfer      another model's adversarial examples (evaluation.transfer_from) break no more images than
+                 the white-box attacks (advlab.evaluation.transfer)
 """
 
 import torch
@@ -145,7 +147,7 @@ def check_black_box(model, x, y, eps: float, norm: str, steps: int, queries: int
 def run_checks(model: nn.Module, results: Results, x: torch.Tensor, y: torch.Tensor, iterative: list[str],
                norm: str = "linf", large_eps: float | None = None, pgd_steps: int = 30, square_queries: int = 1000,
                seed: int = 0, num_classes: int | None = None, trace: dict | None = None) -> list[Check]:
-    """All six checks, in CHECK_NAMES order. x, y: a sample of test images (in [0, 1], on the model's
+    """The six checks, in CHECK_NAMES order (the transfer check runs with a transfer attack: the pipeline). x, y: a sample of test images (in [0, 1], on the model's
     device) for the checks that run attacks of their own (2, 4, 5). large_eps None: LARGE_EPS[norm].
     trace: the convergence trace, if one was taken (the convergence check reads it)."""
     large_eps = LARGE_EPS[norm] if large_eps is None else large_eps

@@ -1,18 +1,19 @@
 """What evaluation needs from torch.distributed: this process's rank, its shard of the
-test set, and one summing all-reduce of the counts at the end.
+test set with each image's index in the whole set, and one gather of the per-image rows at the end.
 
 Under Lightning DDP every process runs the evaluation with the same loader; each one
-evaluates a disjoint shard, counts, and the counts are summed once, so every rank ends
-with the numbers of the whole test set. Without a process group, or with a single
-process, all three are no-ops.
+evaluates a disjoint shard, and the ranks gather their rows of the per-image record once, so every
+rank ends with the record (and the numbers) of the whole test set. Without a process group, or with
+a single process, all of it is a no-op.
 """
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, SequentialSampler
 
 
 def rank_and_world_size() -> tuple[int, int]:
@@ -67,14 +68,33 @@ class _EveryNthBatch:
         return len(range(self.rank, len(self.loader), self.world_size))
 
 
-def all_reduce_sum(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each integer tensor summed over all ranks, in one collective call (flattened into
-    one int64 tensor, reduced, split back); returned on the CPU. Unchanged with one process."""
+def indexed_batches(loader: Iterable) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """(the images' indices in the whole test set, images, labels) per batch of `loader` (a shard or not).
+
+    A DataLoader with a fixed order (sequential, or the list of indices `shard` gives it) says which images
+    its batches hold; a round-robin shard counts the whole loader's batches it skips; any other iterable is
+    numbered in the order it yields its images (so is a shuffling loader: its order is drawn anew)."""
+    if isinstance(loader, _EveryNthBatch):
+        start = 0
+        for i, (x, y) in enumerate(loader.loader):
+            if i % loader.world_size == loader.rank:
+                yield np.arange(start, start + len(y)), x, y
+            start += len(y)
+        return
+    order = None
+    if isinstance(loader, DataLoader) and loader.batch_size and isinstance(loader.sampler, (SequentialSampler, list)):
+        order = np.asarray(list(loader.sampler), dtype=np.int64)
+    start = 0
+    for x, y in loader:
+        yield (order[start:start + len(y)] if order is not None else np.arange(start, start + len(y))), x, y
+        start += len(y)
+
+
+def gather_records(record):
+    """The per-image record of the whole set from every rank's part (one all_gather_object); unchanged with
+    one process."""
     if rank_and_world_size()[1] == 1:
-        return tensors
-    flat = torch.cat([t.detach().reshape(-1).to("cpu", torch.int64) for t in tensors])
-    if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only; Lightning sets each rank's device
-        flat = flat.to(torch.device("cuda", torch.cuda.current_device()))
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    parts = flat.cpu().split([t.numel() for t in tensors])
-    return [part.view(t.shape) for part, t in zip(parts, tensors)]
+        return record
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, record)
+    return type(record).concat(parts)

@@ -32,3 +32,9 @@ class EvaluationSettings:
     seed: int = 0
     batch_size: int = 500
     progress: bool | None = None
+    save_adversarial: bool = False  # keep each image's worst-case adversarial point per eps (results.adversarial)
+    transfer_from: str | None = None  # a run folder's saved adversarial examples, or a surrogate checkpoint to attack
+    merge: str | None = None  # a finished run (folder or results.json): run only the new attacks on its survivors
+    resume: bool = True  # keep finished batches on disk; the same evaluation started again continues from them
+    cache_dir: str | None = None  # where (advlab.evaluation.resume); None: ADVLAB_CACHE, else ~/.cache/advlab
+    source: str = "this run"  # names, in the per-image record, the run that produced the new columns

@@ -247,3 +247,48 @@ def convergence(trace: dict, path, title: str = ""):
     fig.suptitle(f"{title} attack convergence at eps={trace['eps']:.3g}, n = {trace['n']} images".strip())
     fig.tight_layout()
     return _save(fig, path)
+
+
+def class_bars(per_eps: dict[float, Sequence[float]], class_names: Sequence[str], path, title: str = ""):
+    """Robust accuracy (%) per class, one panel per eps, the classes on the x axis."""
+    n = len(class_names)
+    fig, axes = plt.subplots(len(per_eps), 1, squeeze=False, figsize=(max(6.0, 0.32 * n + 1.5), 2.2 * len(per_eps) + 0.6))
+    for ax, (eps, values) in zip(axes[:, 0], per_eps.items()):
+        ax.bar(range(n), values, color="C0")
+        ax.set_xticks(range(n), class_names if n <= 30 else [""] * n, rotation=45 if n <= 30 else 0, ha="right",
+                      fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel(f"eps={eps:g}\n% robust", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title or "Robust accuracy per class (worst case over every attack)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def captioned_grid(images: Sequence[torch.Tensor], captions: Sequence[str], path, title: str = "",
+                   columns: int = 8, colors: Sequence[str] | None = None):
+    """Images with a caption each (a colour each, when given), `columns` per row."""
+    rows = max(1, int(np.ceil(len(images) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.45 * columns, 1.75 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (ax, image, caption) in enumerate(zip(axes.flat, images, captions)):
+        ax.imshow(_hwc(image), interpolation="nearest")
+        ax.set_title(caption, fontsize=6.5, color=(colors[i] if colors else "black"))
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def distance_histogram(distances: dict[str, np.ndarray], path, norm: str = "linf", title: str = ""):
+    """The distribution of each minimum-norm attack's distances to the decision boundary (finite ones; 0 =
+    misclassified, none found = not drawn)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, d in distances.items():
+        d = np.asarray(d, dtype=float)
+        ax.hist(d[np.isfinite(d) & (d > 0)], bins=40, alpha=0.6, label=f"{name} (n = {int((np.isfinite(d) & (d > 0)).sum())})")
+    ax.set_xlabel(f"distance to the boundary ({'L-inf' if norm == 'linf' else 'L2'}, pixel units)")
+    ax.set_ylabel("images")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "Minimum-norm distances to the decision boundary")
+    return _save(fig, path)

@@ -12,6 +12,9 @@ from advlab.results import Check, Curves, Results
 FIGURES = {
     "accuracy_vs_eps": "Accuracy under attack vs eps",
     "time_to_robustness": "Time to robustness: clean and robust accuracy against training wall time",
+    "robust_by_class": "Robust accuracy per class (the per-image worst case)",
+    "gallery": "Images no attack broke, and images only the strongest attack broke",
+    "min_norm_distances": "Distances to the decision boundary (minimum-norm attacks)",
     "targeted_success_vs_eps": "Targeted success vs eps",
     "convergence": "Attack convergence: loss and margin per iteration, one image's path through the eps-ball",
     "confusion_matrix": "Confusion matrix (clean test images)",
@@ -49,7 +52,8 @@ def _checks_table(checks: list[Check]) -> str:
 def _run_figures(run_dir: Path, figures: dict[str, str]) -> list[str]:
     """Curves first, then the attacked images, the confusion matrix, the test images, anything else."""
     examples = sorted(k for k in figures if k.startswith("examples_"))
-    order = ["accuracy_vs_eps", "time_to_robustness", "targeted_success_vs_eps", "convergence", *examples, "confusion_matrix",
+    order = ["accuracy_vs_eps", "time_to_robustness", "robust_by_class", "gallery", "min_norm_distances",
+             "targeted_success_vs_eps", "convergence", *examples, "confusion_matrix",
              "test_images"]
     keys = [k for k in order if k in figures] + [k for k in figures if k not in order]
     out = []
