@@ -6,6 +6,7 @@ test of the fast tier that takes more than FAST_SECONDS is listed at the end of 
 """
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -57,6 +58,10 @@ def trained_resnet(cifar_root):
     """SmallResNet after one epoch on 10k real training images (about 40% test accuracy)."""
     torch.manual_seed(0)
     return train_on_cifar(SmallResNet(), cifar_root, epochs=1, weight_decay=5e-4)
+
+
+# Resumable evaluations keep their finished batches under ADVLAB_CACHE: the tests' own folder, not the user's.
+os.environ.setdefault("ADVLAB_CACHE", tempfile.mkdtemp(prefix="advlab-test-cache-"))
 
 
 def pytest_configure(config):

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from advlab import __version__
 from advlab.attacks.registry import SPECS, build_attacks
 from advlab.checkpoint import load
 from advlab.data import to_unit_float
@@ -112,8 +113,8 @@ def _stores(settings: EvaluationSettings, fingerprint: dict) -> dict:
     """The batch stores of the stages that can be resumed (advlab.evaluation.resume), or None each."""
     if not settings.resume:
         return {"main": None, "fallback": None}
-    key = {**fingerprint, "settings": {k: v for k, v in asdict(settings).items()
-                                       if k not in ("progress", "resume", "cache_dir", "source", "checks_n_images")}}
+    key = {**fingerprint, "advlab": __version__, "settings": {
+        k: v for k, v in asdict(settings).items() if k not in ("progress", "resume", "cache_dir", "source")}}
     return {stage: BatchStore.for_evaluation(key, stage, settings.cache_dir) for stage in ("main", "fallback")}
 
 
