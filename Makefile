@@ -34,6 +34,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/attacks.py $(BENCH_ARGS)
 	OMP_NUM_THREADS=1 $(PY) bench/training.py $(BENCH_ARGS)
 	OMP_NUM_THREADS=1 $(PY) bench/evaluation.py $(BENCH_ARGS)
+	$(PY) bench/speedrun.py $(BENCH_ARGS)
 
 # Standard AutoAttack vs fast mode vs the original AutoAttack on the zoo (docs/autoattack.md)
 bench-eval: $(VENV)/.installed

@@ -139,3 +139,21 @@ def test_training_bench_reports_both_sides_and_the_ratio(cifar_root, tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "bench" / "training.py"), "--kinds", "pgd99"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--kinds: unknown ['pgd99']" in bad.stderr
+
+
+@pytest.mark.slow  # runs bench/speedrun.py, which trains twice and starts the command line
+def test_speedrun_bench_trains_both_sides_and_compares_them_at_equal_time(cifar_root, tmp_path):
+    out = tmp_path / "speedrun.json"
+    env = {**os.environ, "ADVLAB_DATA": str(cifar_root), "ADVLAB_QUIET": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "speedrun.py"), "--minutes", "0.05",
+                           "--curve-images", "16", "--test-images", "32", "--out", str(tmp_path / "run"),
+                           "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    for side in ("plain", "advlab"):
+        curve = data[side]["curve"]
+        assert 1 <= len(curve) <= 4 and all(p["robust"]["n"] == 16 for p in curve), side
+        assert curve[-1]["seconds"] >= 3.0 * 0.9, "each side trained for its budget"
+        assert data[side]["robust"]["n"] == 32 and data[side]["robust"]["value"] <= data[side]["clean"]["value"]
+    assert (tmp_path / "run" / "time_to_robustness.png").is_file()
+    assert "advlab - plain:" in proc.stdout and "ratio" in proc.stdout
