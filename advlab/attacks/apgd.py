@@ -30,8 +30,9 @@ from advlab.attacks._core import (check_classes_of, check_eps, check_images, che
 from advlab.attacks.losses import dlr, get_loss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
-# AutoAttack's step-size rule and momentum (Croce & Hein 2020), the defaults of every APGD here.
-RHO, MOMENTUM = 0.75, 0.75
+# AutoAttack's step-size rule and momentum (Croce & Hein 2020), the defaults of every APGD here, and its
+# targeted attacks' number of target classes (APGD-T's and FAB-T's default; advlab.attacks.autoattack).
+RHO, MOMENTUM, N_TARGET_CLASSES = 0.75, 0.75, 9
 
 
 def halving_points(steps: int) -> list[int]:
@@ -110,7 +111,7 @@ def apgd_targeted(
     eps: float,
     norm: str = "linf",
     steps: int = 100,
-    n_target_classes: int = 9,
+    n_target_classes: int = N_TARGET_CLASSES,
     restarts: int = 1,
     seed: int | torch.Generator = 0,
 ) -> torch.Tensor:

@@ -18,18 +18,18 @@ from torch import nn
 
 from advlab.attacks._core import (check_eps, check_images, check_int, check_n_target_classes, check_norm,
                                  check_steps, eval_mode, forward, make_generator, prepare_model)
-from advlab.attacks.apgd import MOMENTUM, RHO, RunConfig, run_apgd, run_apgd_targeted
+from advlab.attacks.apgd import MOMENTUM, N_TARGET_CLASSES, RHO, RunConfig, run_apgd, run_apgd_targeted
 from advlab.attacks.fab import Search, run_fab_targeted
 from advlab.attacks.losses import cross_entropy, dlr
 from advlab.attacks.square import P_INIT, run_square
 
 # The versions: their stages, in the order they run.
 VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
-# The budgets: iterations of each gradient attack (APGD, FAB), Square's queries, the target classes of
-# APGD-T and FAB-T (every other class when the model has fewer than 10), and the rand version's EOT samples.
-# APGD's step-size rule and momentum (apgd.RHO, apgd.MOMENTUM) and Square's first window (square.P_INIT) are
-# those attacks' own defaults, which AutoAttack uses too.
-STEPS, QUERIES, N_TARGET_CLASSES, EOT_SAMPLES = 100, 5000, 9, 20
+# The budgets: iterations of each gradient attack (APGD, FAB), Square's queries and the rand version's EOT
+# samples. APGD's step-size rule and momentum (apgd.RHO, apgd.MOMENTUM), the target classes of APGD-T and
+# FAB-T (apgd.N_TARGET_CLASSES: 9, or every other class when the model has fewer than 10) and Square's first
+# window (square.P_INIT) are those attacks' own defaults, which AutoAttack uses too.
+STEPS, QUERIES, EOT_SAMPLES = 100, 5000, 20
 
 
 def n_targets(num_classes: int, wanted: int = N_TARGET_CLASSES) -> int:

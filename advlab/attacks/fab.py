@@ -33,6 +33,7 @@ from advlab.attacks._core import (check_classes_of, check_eps, check_images, che
                                  check_n_target_classes, check_norm, check_number, check_steps, check_target,
                                  eval_mode, fooled, forward, make_generator, per_image, perturbation_norm,
                                  prepare_model, random_start)
+from advlab.attacks.apgd import N_TARGET_CLASSES
 
 # Random-start radius where no adversarial was found yet and no eps was given (the
 # defaults of the reference implementation): half of it is used, like half the best norm.
@@ -456,7 +457,7 @@ def fab_targeted(
     norm: str = "linf",
     steps: int = 100,
     eps: float | None = None,
-    n_target_classes: int = 9,
+    n_target_classes: int = N_TARGET_CLASSES,
     seed: int | torch.Generator = 0,
     restarts: int = 0,
 ) -> torch.Tensor:
