@@ -79,7 +79,7 @@ def curve_settings(eps: float, attacks: list, norm: str = "linf", seed: int = 0,
                    batch_size: int = 500) -> EvaluationSettings:
     """The evaluation of one point: the attacks at one eps, their worst case; no checks (they judge a final model)."""
     return EvaluationSettings(eps=[float(eps)], attacks=list(attacks), norm=norm, seed=seed, batch_size=batch_size,
-                              checks=False, perturbed=False, per_attack=False, progress=False)
+                              checks=False, perturbed=False, per_attack=False, progress=False, resume=False)
 
 
 def measure_point(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: EvaluationSettings) -> dict:

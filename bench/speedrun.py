@@ -49,7 +49,7 @@ TARGETS = {"robust": 0.35, "clean": 0.67, "over_plain": 0.04}  # issue: >= 35% A
 # ------------------------------------------------------------------------------------------ the plain script
 def vgg(num_classes=10, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)):
     layers, c = [], 3
-    for w in (64, 128, 256):  # conv-BN-ReLU twice, then halve the image
+    for w in (32, 64, 128):  # conv-BN-ReLU twice, then halve the image
         layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
                    nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2)]
         c = w
