@@ -15,6 +15,7 @@ No step reads or reseeds the global random state: random attacks draw from gener
 with `settings.seed`.
 """
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -88,9 +89,11 @@ def run_evaluation(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         warned = [c.name for c in results.checks if c.status == "WARN" and c.name in MASKING_CHECKS]
         fallback = _full_autoattack(settings.attacks, record.attacks)
         if warned and fallback:
+            start, robust = time.perf_counter(), int(record.worst(eps[-1]).sum()) if eps else 0
             results = _fallback(model, images, labels, results, fallback, settings, num_classes, stores)
             results.notes.append(f"{FAST}: the gradient-masking checks warned ({', '.join(warned)}), so the full "
-                                 "AutoAttack also judged this model, on the images the other attacks left robust")
+                                 "AutoAttack also judged this model, on the images the other attacks left robust "
+                                 f"({robust} at eps={eps[-1]:g}; {time.perf_counter() - start:.1f} s)")
     for store in stores.values():
         if store is not None:
             store.clear()
