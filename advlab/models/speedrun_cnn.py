@@ -27,7 +27,7 @@ def _conv_bn(c_in: int, c_out: int, activation, pool: bool = False) -> list[nn.M
 
 
 class SpeedrunCNN(nn.Module):
-    def __init__(self, num_classes: int = 10, widths=(64, 128, 256), activation: str = "relu",
+    def __init__(self, num_classes: int = 10, widths=(32, 64, 128), activation: str = "relu",
                  normalize: bool = True, mean=None, std=None):
         super().__init__()
         widths = [int(w) for w in widths]
