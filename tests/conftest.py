@@ -6,6 +6,7 @@ test of the fast tier that takes more than FAST_SECONDS is listed at the end of 
 """
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -61,7 +62,15 @@ def trained_resnet(cifar_root):
 
 
 # Resumable evaluations keep their finished batches under ADVLAB_CACHE: the tests' own folder, not the user's.
-os.environ.setdefault("ADVLAB_CACHE", tempfile.mkdtemp(prefix="advlab-test-cache-"))
+# The process that creates it (pytest-xdist's workers inherit it) removes it at the end of the run.
+_CACHE = None
+if "ADVLAB_CACHE" not in os.environ:
+    _CACHE = os.environ["ADVLAB_CACHE"] = tempfile.mkdtemp(prefix="advlab-test-cache-")
+
+
+def pytest_unconfigure(config):
+    if _CACHE is not None:
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def pytest_configure(config):
