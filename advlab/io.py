@@ -10,6 +10,10 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+# Read once, at import: reading the umask means setting it, which is not safe once threads run.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -20,6 +24,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it owner-only; the file gets what open() would give it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -81,3 +81,11 @@ def test_atomic_write_leaves_nothing_half_written(tmp_path):
         write_text(target, 123)  # fails while writing
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_atomic_writes_get_the_permissions_a_plain_open_would_give(tmp_path):
+    """mkstemp makes its file owner-only; a result written atomically is as readable as one written with open()."""
+    write_text(tmp_path / "results.json", "{}")
+    (tmp_path / "plain.json").write_text("{}")
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("results.json") == mode("plain.json")
