@@ -40,6 +40,7 @@ from advlab.curve import curve_settings, measure_point  # noqa: E402
 from advlab.data import ImageDataModule, to_unit_float  # noqa: E402
 from advlab.evaluation.pipeline import run_evaluation  # noqa: E402
 from advlab.evaluation.settings import EvaluationSettings  # noqa: E402
+from advlab.figures import draw  # noqa: E402
 
 EPS = 8 / 255
 POINTS = (0.25, 0.5, 0.75, 1.0)
@@ -206,6 +207,8 @@ def parse_args(argv=None):
     p.add_argument("--data", default=os.environ.get("ADVLAB_DATA") or str(REPO.parent / "shared/data/cifar10"))
     p.add_argument("--out", default=None, help="advlab's run folder (default: a temporary folder)")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--figure", default=None,
+                   help="the two time-to-robustness curves on one figure (default: in the --out folder, if given)")
     args = p.parse_args(argv)
     if args.quick:
         args.minutes, args.curve_images, args.test_images = 1.0, 100, 200
@@ -223,7 +226,13 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "speedrun"
         res["advlab"] = run_advlab(args.data, args.minutes, args.curve_images, args.test_images, args.seed, out)
+        figure = Path(args.figure) if args.figure else (out / "time_to_robustness_vs_plain.png" if args.out else None)
+        if figure:  # the two curves on the same axes
+            draw.time_to_robustness({"plain PyTorch": res["plain"]["curve"], "advlab": res["advlab"]["curve"]},
+                                    figure, title="speedrun vs plain:", eps=8 / 255)
     print(report(res), flush=True)
+    if figure:
+        print(f"figure: {figure}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     return res

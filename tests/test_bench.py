@@ -156,4 +156,5 @@ def test_speedrun_bench_trains_both_sides_and_compares_them_at_equal_time(cifar_
         assert curve[-1]["seconds"] >= 3.0 * 0.9, "each side trained for its budget"
         assert data[side]["robust"]["n"] == 32 and data[side]["robust"]["value"] <= data[side]["clean"]["value"]
     assert (tmp_path / "run" / "time_to_robustness.png").is_file()
+    assert (tmp_path / "run" / "time_to_robustness_vs_plain.png").is_file(), "both curves on one figure"
     assert "advlab - plain:" in proc.stdout and "ratio" in proc.stdout
