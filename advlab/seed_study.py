@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -81,6 +82,16 @@ def _run_in_worker(cfg: dict, run_dir: str, name: str, group: str, threads: int)
     return run_dir
 
 
+def exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """A worker's initializer: a daemon thread that ends the worker when its parent is gone (killed, say), so a
+    stopped study leaves no orphans training on. The parent's death re-parents the worker: getppid() changes."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def run_all(runs: list[tuple[DictConfig, Path, str]], datamodule, group: str, jobs: int) -> list[Results]:
     """Each (config, folder, name) trained and evaluated; with jobs > 1 in that many worker processes at once
     (spawned: a fresh interpreter each), the longest runs first."""
@@ -88,7 +99,8 @@ def run_all(runs: list[tuple[DictConfig, Path, str]], datamodule, group: str, jo
         return [train_and_evaluate(cfg, datamodule, run_dir, name=name, group=group) for cfg, run_dir, name in runs]
     threads = max(1, _cores() // jobs)
     order = sorted(range(len(runs)), key=lambda i: -bool(runs[i][0].eps))  # adversarial training takes longest
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = {i: pool.submit(_run_in_worker, OmegaConf.to_container(runs[i][0], resolve=True),
                                   str(runs[i][1]), runs[i][2], group, threads) for i in order}
         return [Results.load(Path(futures[i].result()) / "results.json") for i in range(len(runs))]

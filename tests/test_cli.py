@@ -4,6 +4,8 @@ import json
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -129,6 +131,55 @@ def test_the_seed_study_runs_its_models_side_by_side_with_the_same_numbers(cifar
                             for kind in ("serial", "parallel"))
         assert parallel["clean"] == serial["clean"] and parallel["robustness"] == serial["robustness"], folder
     assert (tmp_path / "parallel" / "report.md").read_text().count("| 0.01 |") >= 2
+
+
+_PARENT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from advlab.seed_study import exit_with_parent
+
+def work(path):
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(120)
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=exit_with_parent,
+                               initargs=(os.getpid(), 0.1))
+    pool.submit(work, sys.argv[1])
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" not in status.read_text()  # a zombie has exited (a container's init may not reap it)
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.slow  # starts processes
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_killed_study_leaves_no_worker_training_on(tmp_path):
+    """The study's workers end when their parent is killed (exit_with_parent), instead of running on as orphans."""
+    (tmp_path / "parent.py").write_text(_PARENT)
+    pidfile = tmp_path / "worker.pid"
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"), str(pidfile)], cwd=REPO)
+    try:
+        deadline = time.time() + 120
+        while not pidfile.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        worker = int(pidfile.read_text())
+        assert _alive(worker), "the worker runs while its parent does"
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.time() + 20
+    while _alive(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker), "the worker outlived its killed parent"
 
 
 @pytest.mark.slow  # trains and evaluates twice
