@@ -98,7 +98,9 @@ def run_all(runs: list[tuple[DictConfig, Path, str]], datamodule, group: str, jo
     if jobs <= 1:
         return [train_and_evaluate(cfg, datamodule, run_dir, name=name, group=group) for cfg, run_dir, name in runs]
     threads = max(1, _cores() // jobs)
-    order = sorted(range(len(runs)), key=lambda i: -bool(runs[i][0].eps))  # adversarial training takes longest
+    # Longest first, so the last ones fill the gaps: measured on 2 cores, the larger the eps the longer the run
+    # (eps 0.1: 563 s, as its masking checks send it to the full AutoAttack; 0.01: 367; 0.001: 355; clean: 224).
+    order = sorted(range(len(runs)), key=lambda i: -float(runs[i][0].eps or 0))
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=exit_with_parent,
                              initargs=(os.getpid(),)) as pool:
         futures = {i: pool.submit(_run_in_worker, OmegaConf.to_container(runs[i][0], resolve=True),
