@@ -5,6 +5,7 @@ into place with os.replace, which is atomic on POSIX and Windows.
 """
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -37,5 +38,17 @@ def write_text(path, text: str) -> Path:
     return Path(path)
 
 
+def _finite(obj):
+    """JSON has no inf or nan: a non-finite number (a diverged loss, say) is written as null, so that a run
+    that diverged still writes its results instead of failing at the end."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path, obj) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    return write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")

@@ -89,3 +89,12 @@ def test_atomic_writes_get_the_permissions_a_plain_open_would_give(tmp_path):
     (tmp_path / "plain.json").write_text("{}")
     mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
     assert mode("results.json") == mode("plain.json")
+
+
+def test_non_finite_numbers_are_written_as_null(tmp_path):
+    """A diverged run's inf or nan loss must not stop it from writing its results (JSON has neither)."""
+    import json
+
+    from advlab.io import write_json
+    write_json(tmp_path / "r.json", {"loss": float("inf"), "val": [1.0, float("nan")], "ok": 0.5})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"loss": None, "val": [1.0, None], "ok": 0.5}
